@@ -1,0 +1,164 @@
+"""The vertebra label table: label id <-> level name, anatomical order and neighbours.
+
+vertgrade speaks the VerSe numbering inside (Sekuboyina et al., Medical Image Analysis 2021):
+1-7 C1-C7, 8-19 T1-T12, 20-24 L1-L5, 25 L6, 26 sacrum (S1), 28 T13 (between T12 and L1).
+Conversions between label ids (``int``) and level names (``str``) happen here and nowhere else.
+
+Examples
+--------
+>>> level_name(20)
+'L1'
+>>> label_id("T13")
+28
+>>> [level_name(v) for v in anatomical_order([20, 28, 19])]
+['T12', 'T13', 'L1']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "GRADABLE_LABELS",
+    "NORMATIVE_HEIGHTS_MM",
+    "VERSE_LABELS",
+    "NormativeShape",
+    "anatomical_order",
+    "label_id",
+    "level_name",
+    "normative_shape",
+    "order_key",
+    "parse_level_range",
+    "region_of",
+    "totalseg_total_to_verse",
+]
+
+#: VerSe label id -> level name.
+VERSE_LABELS: dict[int, str] = {
+    **{i: f"C{i}" for i in range(1, 8)},
+    **{i + 7: f"T{i}" for i in range(1, 13)},
+    **{i + 19: f"L{i}" for i in range(1, 6)},
+    25: "L6",
+    26: "S1",
+    28: "T13",
+}
+_NAME_TO_LABEL = {name: label for label, name in VERSE_LABELS.items()}
+
+#: Labels whose bodies vertgrade grades: T1-L6 (and T13). Cervical vertebrae and the sacrum are
+#: used as neighbours and for the centreline but are not graded: osteoporotic compression
+#: fractures are a thoracolumbar disease and Genant's method is defined for T4-L4 (Genant et al.,
+#: J Bone Miner Res 1993); T1-T3 and L5 are graded too, with their level-typical shape.
+GRADABLE_LABELS: frozenset[int] = frozenset([*range(8, 26), 28])
+
+# Order along the spine, cranial to caudal. T13 sits between T12 (19) and L1 (20).
+_ORDER: dict[int, float] = {label: float(label) for label in VERSE_LABELS}
+_ORDER[28] = 19.5
+
+
+def level_name(label: int) -> str:
+    """Level name (``"L1"``) of a VerSe label id; ``ValueError`` outside the convention."""
+    try:
+        return VERSE_LABELS[int(label)]
+    except KeyError:
+        raise ValueError(
+            f"label {label} is outside the VerSe convention (1-7 C1-C7, 8-19 T1-T12, "
+            "20-24 L1-L5, 25 L6, 26 S1, 28 T13)"
+        ) from None
+
+
+def label_id(name: str) -> int:
+    """VerSe label id of a level name such as ``"T12"`` (case-insensitive)."""
+    key = name.strip().upper()
+    if key not in _NAME_TO_LABEL:
+        raise ValueError(f"unknown vertebra level {name!r}; expected e.g. T12 or L1")
+    return _NAME_TO_LABEL[key]
+
+
+def order_key(label: int) -> float:
+    """Position along the spine (larger is more caudal), T13 between T12 and L1."""
+    return _ORDER[int(label)]
+
+
+def anatomical_order(labels: list[int] | tuple[int, ...] | set[int]) -> list[int]:
+    """The labels sorted cranial to caudal."""
+    return sorted((int(v) for v in labels), key=order_key)
+
+
+def region_of(label: int) -> Literal["cervical", "thoracic", "lumbar", "sacral"]:
+    """Spinal region of a label."""
+    name = level_name(label)
+    return {"C": "cervical", "T": "thoracic", "L": "lumbar", "S": "sacral"}[name[0]]  # type: ignore[return-value]
+
+
+def parse_level_range(text: str) -> list[int]:
+    """Labels of a range such as ``"T10-L3"`` (inclusive, anatomical order, no T13/L6).
+
+    >>> [level_name(v) for v in parse_level_range("T11-L2")]
+    ['T11', 'T12', 'L1', 'L2']
+    """
+    parts = [p for p in text.replace(" ", "").split("-") if p]
+    if len(parts) == 1:
+        return [label_id(parts[0])]
+    if len(parts) != 2:
+        raise ValueError(f"level range {text!r} is not of the form T10-L3")
+    a, b = label_id(parts[0]), label_id(parts[1])
+    lo, hi = sorted((a, b), key=order_key)
+    return [v for v in range(1, 25) if order_key(lo) <= order_key(v) <= order_key(hi)]
+
+
+def totalseg_total_to_verse(class_id: int) -> int | None:
+    """VerSe label of a class of TotalSegmentator's ``total`` task (v2 class map), else ``None``.
+
+    In that map, 26 is vertebrae_S1, 27-31 are L5-L1, 32-43 are T12-T1 and 44-50 are C7-C1.
+
+    >>> totalseg_total_to_verse(31), totalseg_total_to_verse(26), totalseg_total_to_verse(5)
+    (20, 26, None)
+    """
+    if class_id == 26:
+        return 26
+    if 27 <= class_id <= 50:
+        return 51 - class_id
+    return None
+
+
+@dataclass(frozen=True)
+class NormativeShape:
+    """Typical healthy heights of one level, in mm (anterior, middle, posterior)."""
+
+    anterior_mm: float
+    middle_mm: float
+    posterior_mm: float
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        return (self.anterior_mm, self.middle_mm, self.posterior_mm)
+
+
+#: Typical healthy vertebral body heights (anterior, posterior) in mm by level. Rounded from the
+#: direct anatomical measurements of Panjabi et al., Spine 1991 (thoracic, 16(8):888-901) and
+#: Spine 1992 (lumbar, 17(3):299-306), smoothed over levels. Only their *ratios* between levels and
+#: between anterior and posterior matter to vertgrade: they carry the level-typical shape
+#: (thoracic bodies are wedged, anterior < posterior; lumbar bodies are taller anteriorly, most of
+#: all L5) from a healthy neighbour to the vertebra being graded. The middle height is taken as
+#: 0.96 of the mean of both, for the mild physiological concavity of the endplates.
+NORMATIVE_HEIGHTS_MM: dict[int, tuple[float, float]] = {
+    1: (12.0, 12.5), 2: (12.5, 12.5), 3: (12.5, 12.5), 4: (12.5, 12.5), 5: (12.5, 12.5),
+    6: (12.0, 12.0), 7: (13.0, 13.5),
+    8: (14.5, 15.5), 9: (15.5, 16.5), 10: (16.0, 17.0), 11: (16.3, 17.5), 12: (16.6, 18.0),
+    13: (17.0, 18.5), 14: (17.6, 19.0), 15: (18.3, 19.6), 16: (19.0, 20.3), 17: (20.0, 21.2),
+    18: (21.2, 22.4), 19: (22.6, 23.6), 28: (23.5, 24.3),
+    20: (24.3, 25.0), 21: (25.2, 25.3), 22: (25.8, 25.0), 23: (26.2, 24.2), 24: (26.8, 22.6),
+    25: (26.8, 22.6), 26: (28.0, 22.0),
+}
+_MIDDLE_FACTOR = 0.96
+
+
+def normative_shape(label: int) -> NormativeShape:
+    """Typical healthy heights of a level (see :data:`NORMATIVE_HEIGHTS_MM`).
+
+    >>> t12, l5 = normative_shape(19), normative_shape(24)
+    >>> t12.anterior_mm < t12.posterior_mm, l5.anterior_mm > l5.posterior_mm
+    (True, True)
+    """
+    ant, post = NORMATIVE_HEIGHTS_MM[int(label)]
+    return NormativeShape(ant, _MIDDLE_FACTOR * 0.5 * (ant + post), post)
