@@ -1,0 +1,102 @@
+"""Resampling volumes into a vertebra's local frame.
+
+A :class:`LocalGrid` is a regular grid of points in a :class:`~vertgrade.geometry.frames.LocalFrame`,
+axes ``(si, ap, lr)`` in mm. :func:`sample` interpolates a (cropped) voxel array at those points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from vertgrade.geometry.frames import LocalFrame
+
+__all__ = ["LocalGrid", "sample", "voxels_to_local"]
+
+
+@dataclass(frozen=True)
+class LocalGrid:
+    """Grid point coordinates along each local axis (mm, 1D, increasing)."""
+
+    frame: LocalFrame
+    si: NDArray[np.float64]
+    ap: NDArray[np.float64]
+    lr: NDArray[np.float64]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.si.size, self.ap.size, self.lr.size)
+
+    @classmethod
+    def covering(
+        cls,
+        frame: LocalFrame,
+        lo: NDArray[np.float64],
+        hi: NDArray[np.float64],
+        *,
+        step_mm: tuple[float, float, float],
+    ) -> LocalGrid:
+        """Grid covering the local box ``lo..hi`` (each (3,) in ``si, ap, lr`` mm)."""
+        axes = []
+        for a in range(3):
+            n = int(np.ceil((hi[a] - lo[a]) / step_mm[a])) + 1
+            axes.append(lo[a] + step_mm[a] * np.arange(max(n, 2)))
+        return cls(frame, axes[0], axes[1], axes[2])
+
+
+def voxels_to_local(
+    ijk: NDArray[np.floating], affine: NDArray[np.float64], frame: LocalFrame
+) -> NDArray[np.float64]:
+    """(N, 3) voxel indices -> (N, 3) local ``(si, ap, lr)`` mm."""
+    world = ijk @ affine[:3, :3].T + affine[:3, 3]
+    return frame.to_local(world)
+
+
+def sample(
+    array: NDArray[np.generic],
+    affine: NDArray[np.float64],
+    grid: LocalGrid,
+    *,
+    offset: tuple[int, int, int] = (0, 0, 0),
+    order: int = 1,
+    cval: float = 0.0,
+) -> NDArray[np.float32]:
+    """Interpolate ``array`` at every point of ``grid``.
+
+    Parameters
+    ----------
+    array : (I, J, K) ndarray
+        Voxel data, possibly a crop of a larger volume.
+    affine : (4, 4) ndarray
+        Voxel -> world affine of the *uncropped* volume.
+    grid : LocalGrid
+        Where to sample.
+    offset : (3,) int
+        Index of ``array[0, 0, 0]`` in the uncropped volume.
+    order : int
+        Spline order (0 nearest, 1 linear).
+    cval : float
+        Value outside the array.
+
+    Returns
+    -------
+    (S, A, L) float32 ndarray
+    """
+    inv = np.linalg.inv(affine)
+    lin = inv[:3, :3]
+    f = grid.frame
+    base = lin @ f.origin + inv[:3, 3] - np.asarray(offset, dtype=float)
+    dsi, dap, dlr = lin @ f.si, lin @ f.ap, lin @ f.lr
+    coords = (
+        base[:, None, None, None]
+        + dsi[:, None, None, None] * grid.si[None, :, None, None]
+        + dap[:, None, None, None] * grid.ap[None, None, :, None]
+        + dlr[:, None, None, None] * grid.lr[None, None, None, :]
+    )
+    src = array if array.dtype == np.float32 else array.astype(np.float32)
+    out = ndimage.map_coordinates(src, coords, order=order, mode="constant", cval=cval,
+                                  prefilter=False)
+    return out.astype(np.float32, copy=False)

@@ -1,0 +1,184 @@
+"""Per-vertebra geometry: where each vertebra is, its local frame, and its isolated body.
+
+Flow: :func:`locate_vertebrae` finds every label's voxels (one pass over the volume);
+:func:`spine_frames` fits the smooth centreline through their centres and gives each a
+:class:`~vertgrade.geometry.frames.LocalFrame`; :func:`isolate_body` projects the vertebra along
+its ``si`` axis and cuts the body out (see :mod:`vertgrade.geometry.body`). The pipeline does this
+twice: first with the centres of whole vertebrae, then, once bodies are known, with the body
+centres, which lie on the curve that the endplates are perpendicular to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from vertgrade.geometry.body import BodyFootprint, body_footprint
+from vertgrade.geometry.frames import LocalFrame, fit_spine_curve
+from vertgrade.geometry.sampling import LocalGrid, sample, voxels_to_local
+from vertgrade.levels import anatomical_order
+
+__all__ = [
+    "BodyIsolation",
+    "VertebraVoxels",
+    "isolate_body",
+    "locate_vertebrae",
+    "spine_frames",
+]
+
+_MARGIN_MM = 6.0
+_FRAGMENT_FRACTION = 0.05  # a separate piece holding >= 5 % of a label's voxels is a fragment
+
+
+@dataclass(frozen=True)
+class VertebraVoxels:
+    """One label's voxels, cropped.
+
+    ``mask`` is the label restricted to its main connected part (pieces < 5 % dropped);
+    ``offset`` is the crop's first voxel in the full grid; ``touches_edge`` lists the volume
+    faces the label touches, as ``(axis, side)`` pairs on the canonical grid.
+    """
+
+    label: int
+    mask: NDArray[np.bool_]
+    offset: tuple[int, int, int]
+    centroid_mm: NDArray[np.float64]
+    n_voxels: int
+    n_fragments: int
+    dropped_fraction: float
+    touches_edge: tuple[tuple[int, int], ...]
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(o, o + n) for o, n in zip(self.offset, self.mask.shape, strict=True))  # type: ignore[return-value]
+
+
+def locate_vertebrae(
+    labels: NDArray[np.integer], affine: NDArray[np.float64], wanted: list[int]
+) -> dict[int, VertebraVoxels]:
+    """Crop each wanted label, drop small stray pieces, compute its centroid (world mm)."""
+    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    margin = np.ceil(_MARGIN_MM / spacing).astype(int)
+    objects = ndimage.find_objects(labels, max_label=max(wanted) if wanted else 0)
+    shape = np.array(labels.shape)
+    out: dict[int, VertebraVoxels] = {}
+    for lab in wanted:
+        sl = objects[lab - 1] if lab - 1 < len(objects) else None
+        if sl is None:
+            continue
+        start = np.array([s.start for s in sl])
+        stop = np.array([s.stop for s in sl])
+        touches = tuple(
+            (ax, side)
+            for ax in range(3)
+            for side, hit in ((0, start[ax] == 0), (1, stop[ax] == shape[ax]))
+            if hit
+        )
+        lo = np.maximum(start - margin, 0)
+        hi = np.minimum(stop + margin, shape)
+        crop = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] == lab
+        n_total = int(crop.sum())
+        comp, n = ndimage.label(crop)
+        n_frag, dropped = 1, 0.0
+        if n > 1:
+            sizes = np.bincount(comp.ravel())[1:]
+            keep = np.flatnonzero(sizes >= _FRAGMENT_FRACTION * sizes.max()) + 1
+            n_frag = len(keep)
+            crop = np.isin(comp, keep)
+            dropped = 1.0 - float(crop.sum()) / n_total
+        idx = np.argwhere(crop).mean(axis=0) + lo
+        centroid = affine[:3, :3] @ idx + affine[:3, 3]
+        out[lab] = VertebraVoxels(lab, crop, tuple(int(v) for v in lo), centroid,  # type: ignore[arg-type]
+                                  int(crop.sum()), n_frag, dropped, touches)
+    return out
+
+
+def spine_frames(
+    centres: dict[int, NDArray[np.float64]],
+    *,
+    smoothing_mm: float = 1.5,
+) -> dict[int, LocalFrame]:
+    """A frame per vertebra from the smooth centreline through ``centres`` (label -> world mm).
+
+    With a single vertebra there is no curve: its ``si`` axis is the patient's superior axis.
+    """
+    order = anatomical_order(list(centres))
+    if len(order) == 1:
+        lab = order[0]
+        return {lab: LocalFrame.from_axes(centres[lab], si=[0.0, 0.0, 1.0])}
+    pts = np.stack([centres[v] for v in order])
+    curve = fit_spine_curve(pts, smoothing_mm=smoothing_mm)
+    tangents = curve.tangent(curve.node_s)
+    frames = {}
+    for lab, s, t in zip(order, curve.node_s, tangents, strict=True):
+        frames[lab] = LocalFrame.from_axes(curve.point(s)[0], si=t)
+    return frames
+
+
+@dataclass(frozen=True)
+class BodyIsolation:
+    """The isolated body of one vertebra, on the vertebra's crop."""
+
+    body: NDArray[np.bool_]
+    footprint: BodyFootprint
+    centroid_mm: NDArray[np.float64]
+
+
+def isolate_body(
+    vox: VertebraVoxels,
+    affine: NDArray[np.float64],
+    frame: LocalFrame,
+    *,
+    step_mm: float = 1.0,
+    given_body: NDArray[np.bool_] | None = None,
+) -> BodyIsolation:
+    """Cut the vertebral body out of a vertebra label.
+
+    Parameters
+    ----------
+    vox : VertebraVoxels
+        The vertebra's cropped label.
+    affine : (4, 4) ndarray
+        Voxel -> world of the full grid.
+    frame : LocalFrame
+        The vertebra's frame (``si`` along the spine).
+    step_mm : float
+        Resolution of the axial projection.
+    given_body : bool ndarray, optional
+        A body mask on the same crop (from a body segmentation); used instead of the projection
+        method when given and non-empty.
+    """
+    ijk = np.argwhere(vox.mask).astype(np.float64) + np.array(vox.offset)
+    local = voxels_to_local(ijk, affine, frame)
+    if given_body is not None and given_body.any():
+        body = vox.mask & given_body
+        fp = BodyFootprint(np.zeros((1, 1), bool), True, None)
+    else:
+        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        lo = local.min(axis=0) - spacing.max()
+        hi = local.max(axis=0) + spacing.max()
+        grid = LocalGrid.covering(frame, lo, hi, step_mm=(max(step_mm, 0.5 * spacing.min()),
+                                                          step_mm, step_mm))
+        values = sample(vox.mask.astype(np.float32), affine, grid, offset=vox.offset, order=1)
+        projection = (values >= 0.5).any(axis=0)
+        fp = body_footprint(projection, step_mm=step_mm)
+        a = np.floor((local[:, 1] - grid.ap[0]) / step_mm + 0.5).astype(int)
+        b = np.floor((local[:, 2] - grid.lr[0]) / step_mm + 0.5).astype(int)
+        ok = (a >= 0) & (a < projection.shape[0]) & (b >= 0) & (b < projection.shape[1])
+        inside = np.zeros(len(local), bool)
+        inside[ok] = fp.footprint[a[ok], b[ok]]
+        body = np.zeros_like(vox.mask)
+        sel = ijk[inside].astype(int) - np.array(vox.offset)
+        body[sel[:, 0], sel[:, 1], sel[:, 2]] = True
+        # the footprint's grid mm are relative to the grid's first point
+        if fp.cut_ap_mm is not None:
+            fp = BodyFootprint(fp.footprint, fp.canal_found, fp.cut_ap_mm + grid.ap[0])
+    if body.any():
+        bidx = np.argwhere(body).mean(axis=0) + np.array(vox.offset)
+        centroid = affine[:3, :3] @ bidx + affine[:3, 3]
+    else:
+        centroid = vox.centroid_mm
+    return BodyIsolation(body, fp, centroid)

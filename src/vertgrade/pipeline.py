@@ -1,0 +1,411 @@
+"""``grade_study``: from a loaded study to graded vertebrae.
+
+Stages (each a function of arrays and millimetres; no file access here):
+
+1. geometry: locate each vertebra, fit the spine centreline, isolate each body, then refit the
+   centreline through the body centres and take each body's local frame from it;
+2. measure: height map and regional heights of each body (mask-based, CT-refined where a CT is
+   given), trabecular attenuation;
+3. reference: the expected healthy heights of each vertebra (neighbours by default);
+4. grade: RHLV, Genant grade, type, confidence and QC flags.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from vertgrade.geometry.frames import LocalFrame
+from vertgrade.geometry.vertebra import isolate_body, locate_vertebrae, spine_frames
+from vertgrade.grading import GENANT_THRESHOLDS, fracture_type, genant_grade, grade_probability, rhlv
+from vertgrade.levels import GRADABLE_LABELS, anatomical_order, level_name, normative_shape
+from vertgrade.morphometry import BodyMeasurement, MorphometryParams, RegionHeights, measure_body
+from vertgrade.reference.base import MeasuredVertebra, Reference, ReferenceEstimator
+from vertgrade.reference.neighbours import NeighbourReference
+from vertgrade.regions import REGIONS
+from vertgrade.result import LossMap, SpineResult, VertebraResult
+from vertgrade.volume import Study
+
+__all__ = ["GradingConfig", "ProgressEvent", "grade_study"]
+
+
+@dataclass(frozen=True)
+class GradingConfig:
+    """All parameters of a grading run; recorded in every result's provenance.
+
+    Attributes
+    ----------
+    morphometry : MorphometryParams
+        Sampling steps, CT edge search, region definition.
+    neighbours : NeighbourReference
+        Parameters of the default, training-free reference.
+    thresholds : (3,) float
+        Lower RHLV bounds of Genant grades 1, 2, 3 (Genant 1993: 0.20, 0.25, 0.40).
+    prefer_ct : bool
+        Grade on CT-refined heights where a CT is given and its edges were found.
+    hu_core_erosion_mm : float
+        Trabecular core = body voxels at least this far from the body's surface (cortex and
+        endplates are ~1 mm thick; 5 mm keeps clear of them and of partial volume).
+    disagreement_mm, disagreement_fraction : float
+        Mask and CT heights disagree when a regional height differs by more than both.
+    measurement_uncertainty_mm : float
+        Standard uncertainty of one regional height, for the confidence.
+    """
+
+    morphometry: MorphometryParams = field(default_factory=MorphometryParams)
+    neighbours: NeighbourReference = field(default_factory=NeighbourReference)
+    thresholds: tuple[float, float, float] = GENANT_THRESHOLDS
+    prefer_ct: bool = True
+    hu_core_erosion_mm: float = 5.0
+    disagreement_mm: float = 2.0
+    disagreement_fraction: float = 0.10
+    measurement_uncertainty_mm: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of progress: ``stage`` name, ``done`` of ``total`` items."""
+
+    stage: str
+    done: int
+    total: int
+
+
+_FLAG_PENALTY = {
+    "label_fragments": 0.8,
+    "canal_not_found": 0.85,
+    "mask_ct_disagree": 0.7,
+    "implausible_size": 0.6,
+    "ct_edges_sparse": 0.9,
+    "posterior_elements_cut": 0.95,
+}
+
+
+def grade_study(
+    study: Study,
+    config: GradingConfig | None = None,
+    *,
+    reference: ReferenceEstimator | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> SpineResult:
+    """Grade every vertebra of a study.
+
+    Parameters
+    ----------
+    study : Study
+        From :func:`vertgrade.load_study`.
+    config : GradingConfig, optional
+    reference : ReferenceEstimator, optional
+        Healthy-reference estimator; default ``config.neighbours``.
+    progress : callable, optional
+        Called with a :class:`ProgressEvent` after each vertebra of each stage.
+
+    Returns
+    -------
+    SpineResult
+    """
+    cfg = config or GradingConfig()
+    estimator: ReferenceEstimator = reference or cfg.neighbours
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def tick(stage: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(ProgressEvent(stage, done, total))
+
+    labels = study.labels.array
+    affine = study.labels.affine
+    present = np.flatnonzero(np.bincount(labels.ravel().astype(np.int64)))
+    wanted = anatomical_order([int(v) for v in present if v > 0])
+    vox = locate_vertebrae(labels, affine, wanted)
+    order = anatomical_order(list(vox))
+
+    # --- geometry: two passes, whole-vertebra centres, then body centres -------------------
+    frames = spine_frames({k: vox[k].centroid_mm for k in order})
+    given = study.bodies.array if study.bodies is not None else None
+    iso = {}
+    for i, k in enumerate(order):
+        gb = given[vox[k].slices] if given is not None else None
+        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=gb)
+        tick("geometry", i + 1, 2 * len(order))
+    frames = spine_frames({k: iso[k].centroid_mm for k in order})
+    for i, k in enumerate(order):
+        gb = given[vox[k].slices] if given is not None else None
+        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=gb)
+        tick("geometry", len(order) + i + 1, 2 * len(order))
+    timings["geometry"] = time.perf_counter() - t0
+
+    # --- measurement ------------------------------------------------------------------------
+    t1 = time.perf_counter()
+    spacing = study.labels.spacing
+    ct = study.ct.array if study.ct is not None else None
+    meas: dict[int, BodyMeasurement] = {}
+    hu: dict[int, float | None] = {}
+    ct_margin = np.ceil(12.0 / spacing).astype(int)
+    for i, k in enumerate(order):
+        v, body = vox[k], iso[k].body
+        if not body.any():
+            continue
+        ct_crop, ct_off = None, None
+        if ct is not None:
+            lo = np.maximum(np.array(v.offset) - ct_margin, 0)
+            hi = np.minimum(np.array(v.offset) + np.array(body.shape) + ct_margin, ct.shape)
+            ct_crop = ct[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            ct_off = tuple(int(x) for x in lo)
+        meas[k] = measure_body(body, v.offset, affine, frames[k], ct=ct_crop,
+                               ct_offset=ct_off, params=cfg.morphometry)  # type: ignore[arg-type]
+        hu[k] = (
+            _trabecular_hu(body, ct[v.slices], spacing, cfg.hu_core_erosion_mm)
+            if ct is not None else None
+        )
+        tick("measure", i + 1, len(order))
+    timings["measure"] = time.perf_counter() - t1
+
+    # --- reference and grading -----------------------------------------------------------------
+    t2 = time.perf_counter()
+    flags: dict[int, list[str]] = {k: [] for k in order}
+    primary: dict[int, tuple[RegionHeights | None, str | None]] = {}
+    for k in order:
+        f = flags[k]
+        v = vox[k]
+        if v.n_fragments > 1:
+            f.append("label_fragments")
+        if k not in meas:
+            f.append("no_body")
+            primary[k] = (None, None)
+            continue
+        body_touch = _body_touches_edge(iso[k].body, v.offset, labels.shape)
+        if body_touch:
+            f.append("cut_by_fov")
+        elif v.touches_edge:
+            f.append("posterior_elements_cut")
+        if given is None and not iso[k].footprint.canal_found:
+            f.append("canal_not_found")
+        m = meas[k]
+        chosen, source = m.heights_mask, "mask"
+        if m.heights_ct is not None:
+            if cfg.prefer_ct and m.ct_valid_fraction >= 0.5 and _complete(m.heights_ct):
+                chosen, source = m.heights_ct, "ct"
+            elif m.ct_valid_fraction < 0.5:
+                f.append("ct_edges_sparse")
+            if _disagree(m.heights_mask, m.heights_ct, cfg):
+                f.append("mask_ct_disagree")
+        primary[k] = (chosen if _complete(chosen) else None, source)
+    _flag_implausible(order, primary, flags)
+
+    measured = []
+    for k in order:
+        h, _ = primary[k]
+        usable = h is not None and "cut_by_fov" not in flags[k] and "implausible_size" not in flags[k]
+        m = meas.get(k)
+        hmap_mm = None
+        if m is not None:
+            src = primary[k][1]
+            hmap_mm = m.height_map_ct_mm if src == "ct" else m.height_map.heights_mm
+        measured.append(MeasuredVertebra(
+            k, h, m.height_map if m else None, hmap_mm, m.regions if m else None, usable))
+    refs = estimator.estimate(measured)
+
+    results = []
+    for mv in measured:
+        k = mv.label
+        results.append(
+            _grade_one(k, mv, refs.get(k), meas.get(k), primary[k][1], flags[k], hu.get(k),
+                       vox[k].centroid_mm, frames.get(k), getattr(estimator, "name", "custom"),
+                       cfg)
+        )
+    timings["grade"] = time.perf_counter() - t2
+
+    bodies = np.zeros(labels.shape, np.uint8 if max(order, default=0) < 256 else np.uint16)
+    for k in order:
+        sub = bodies[vox[k].slices]
+        sub[iso[k].body] = k
+    provenance = {
+        "parameters": cfg.to_dict(),
+        "reference_estimator": getattr(estimator, "name", type(estimator).__name__),
+    }
+    return SpineResult(
+        subject=study.subject,
+        vertebrae=tuple(results),
+        provenance=provenance,
+        notes=study.notes,
+        bodies=bodies,
+        bodies_affine=affine,
+        grid=study.grid,
+        timings_s=timings,
+    )
+
+
+def _complete(h: RegionHeights | None) -> bool:
+    return h is not None and all(h.get(r) is not None for r in ("body", *REGIONS))
+
+
+def _disagree(a: RegionHeights, b: RegionHeights, cfg: GradingConfig) -> bool:
+    for r in REGIONS:
+        x, y = a.get(r), b.get(r)
+        if x is None or y is None:
+            continue
+        d = abs(x - y)
+        if d > cfg.disagreement_mm and d > cfg.disagreement_fraction * max(x, y):
+            return True
+    return False
+
+
+def _body_touches_edge(
+    body: NDArray[np.bool_], offset: tuple[int, int, int], shape: tuple[int, ...]
+) -> bool:
+    idx = np.argwhere(body)
+    lo = idx.min(axis=0) + np.array(offset)
+    hi = idx.max(axis=0) + np.array(offset)
+    return bool(np.any(lo == 0) or np.any(hi == np.array(shape) - 1))
+
+
+def _flag_implausible(
+    order: list[int],
+    primary: dict[int, tuple[RegionHeights | None, str | None]],
+    flags: dict[int, list[str]],
+) -> None:
+    """Flag bodies whose size is far from their level's, scaled to this spine."""
+    ratios = {}
+    for k in order:
+        h, _ = primary[k]
+        if h is None or "cut_by_fov" in flags[k]:
+            continue
+        ratios[k] = float(h.posterior) / normative_shape(k).posterior_mm  # type: ignore[arg-type]
+    if not ratios:
+        return
+    scale = float(np.median(list(ratios.values())))
+    for k, r in ratios.items():
+        rel = r / scale
+        # the posterior wall survives most fractures; beyond these bounds it is a label problem
+        if rel < 0.45 or rel > 1.6 or not (0.35 < scale < 2.5):
+            flags[k].append("implausible_size")
+
+
+def _trabecular_hu(
+    body: NDArray[np.bool_], ct: NDArray[np.generic], spacing: NDArray[np.float64],
+    erosion_mm: float,
+) -> float | None:
+    dist = ndimage.distance_transform_edt(np.pad(body, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    for depth in (erosion_mm, 0.6 * erosion_mm):
+        core = dist > depth
+        if core.sum() >= 20:
+            return float(np.median(ct[core]))
+    return None
+
+
+def _grade_one(
+    k: int,
+    mv: MeasuredVertebra,
+    ref: Reference | None,
+    m: BodyMeasurement | None,
+    source: str | None,
+    flags: list[str],
+    hu: float | None,
+    centroid: NDArray[np.float64],
+    frame: LocalFrame | None,
+    method: str,
+    cfg: GradingConfig,
+) -> VertebraResult:
+    level = level_name(k)
+    h = mv.heights
+    reason: str | None = None
+    if k not in GRADABLE_LABELS:
+        flags.append("level_not_graded")
+        reason = f"{level} is not graded (vertgrade grades T1-L6)"
+    elif "no_body" in flags:
+        reason = "no vertebral body could be isolated from the label"
+    elif "cut_by_fov" in flags:
+        reason = "the vertebral body is cut by the edge of the field of view"
+    elif h is None:
+        reason = "heights could not be measured"
+    elif "implausible_size" in flags:
+        reason = "body size implausible for its level: check the label"
+    if ref is None or ref.heights is None:
+        if reason is None:
+            flags.append("no_reference")
+            reason = "no usable reference: " + (ref.reason if ref and ref.reason else "none")
+    elif len(ref.sources) and "one_sided_reference" not in flags and _one_sided(k, ref):
+        flags.append("one_sided_reference")
+
+    ratios: dict[str, float | None] = {"anterior_posterior": None, "middle_posterior": None}
+    if h is not None and h.posterior:
+        ratios = {
+            "anterior_posterior": (h.anterior / h.posterior) if h.anterior else None,
+            "middle_posterior": (h.middle / h.posterior) if h.middle else None,
+        }
+    ref_h = ref.heights if ref is not None else None
+    losses: dict[str, float | None] | None = None
+    loss_map = None
+    if h is not None and ref_h is not None:
+        losses = {r: rhlv(h.get(r), ref_h.get(r)) for r in ("body", *REGIONS)}
+        if m is not None and ref is not None and ref.height_map_mm is not None and mv.heights_map_mm is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lm = 1.0 - mv.heights_map_mm / ref.height_map_mm
+            lm = np.where(m.height_map.footprint, np.clip(lm, -1.0, 1.0), np.nan)
+            loss_map = LossMap(lm, m.height_map.ap_mm, m.height_map.lr_mm)
+
+    grade = ftype = conf = None
+    status = "not_gradable"
+    if reason is None and losses is not None:
+        regional = [losses[r] for r in REGIONS]
+        if all(x is not None for x in regional):
+            worst = max(regional)  # type: ignore[type-var]
+            grade = genant_grade(worst, cfg.thresholds)  # type: ignore[arg-type]
+            if grade >= 1:
+                ftype = fracture_type(anterior=losses["anterior"], middle=losses["middle"],  # type: ignore[arg-type]
+                                      posterior=losses["posterior"])  # type: ignore[arg-type]
+            assert ref is not None and h is not None
+            hr = max(1e-6, min(float(h.get(r) or 0) for r in REGIONS))
+            sigma = (1.0 - worst) * float(np.hypot(  # type: ignore[operator]
+                ref.uncertainty, cfg.measurement_uncertainty_mm / hr))
+            conf = grade_probability(worst, sigma, cfg.thresholds)  # type: ignore[arg-type]
+            for f in flags:
+                conf *= _FLAG_PENALTY.get(f, 1.0)
+            status = "graded"
+        else:
+            reason = "regional heights incomplete"
+    return VertebraResult(
+        label=k,
+        level=level,
+        status=status,  # type: ignore[arg-type]
+        reason=reason,
+        grade=grade,
+        fracture_type=ftype,
+        confidence=conf,
+        rhlv=losses,
+        heights_mm=h,
+        heights_source=source if h is not None else None,  # type: ignore[arg-type]
+        heights_mask_mm=m.heights_mask if m else None,
+        heights_ct_mm=m.heights_ct if m else None,
+        reference_mm=ref_h,
+        reference_method=method,
+        reference_sources=ref.sources if ref else (),
+        reference_uncertainty=ref.uncertainty if ref and ref.heights is not None else None,
+        ratios=ratios,
+        flags=tuple(dict.fromkeys(flags)),
+        hu_trabecular=hu,
+        volume_ml=m.volume_ml if m else None,
+        width_mm=m.width_mm if m else None,
+        depth_mm=m.depth_mm if m else None,
+        centroid_mm=tuple(float(x) for x in centroid),  # type: ignore[arg-type]
+        frame=frame,
+        loss_map=loss_map,
+    )
+
+
+def _one_sided(k: int, ref: Reference) -> bool:
+    from vertgrade.levels import label_id, order_key
+
+    pos = [order_key(label_id(s)) for s in ref.sources]
+    p = order_key(k)
+    return all(x < p for x in pos) or all(x > p for x in pos)

@@ -1,0 +1,220 @@
+"""The training-free healthy reference: from the nearest healthy vertebrae above and below.
+
+A vertebra's healthy heights are not its neighbours' heights: levels differ in size and in shape
+(thoracic bodies are wedged, anterior shorter than posterior; lumbar bodies are taller anteriorly,
+L5 most of all). So each vertebra's regional heights are first divided by the level's typical
+heights (:func:`vertgrade.levels.normative_shape`), giving a per-region *scale* that is about the
+same for all healthy vertebrae of one patient. The target's expected height in each region is its
+level's typical height times the scale interpolated (by position along the spine) between the
+nearest healthy vertebra above and the nearest below; with healthy vertebrae on one side only, the
+mean scale of the two nearest on that side.
+
+Which vertebrae are healthy is decided iteratively, so that fractured neighbours, several of them
+adjacent, do not drag the reference down:
+
+1. start from every usable vertebra, less those whose own shape departs from their level's shape
+   by more than ``shape_tolerance`` (a first guess only: step 3 can take them back) (anterior or middle height short relative to the posterior:
+   wedge and biconcave deformities) and those more than ``healthy_loss`` smaller overall than the
+   study's median scale (crush);
+2. compute every vertebra's reference from the current healthy set (itself excluded) and its
+   largest regional height loss;
+3. the healthy set becomes the vertebrae whose loss is below ``healthy_loss``; repeat until it
+   stops changing.
+
+A vertebra with no healthy vertebra within ``max_level_gap`` levels on either side has no usable
+reference: it is reported as such, never silently compared with something far away.
+
+The reference height *map* is the reference heights, interpolated across the thirds, times the
+healthy neighbours' own relative height pattern (endplate concavity, lateral rounding), sampled at
+the same normalised position of the footprint.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vertgrade.levels import level_name, normative_shape, order_key
+from vertgrade.morphometry import RegionHeights
+from vertgrade.reference.base import MeasuredVertebra, Reference
+from vertgrade.regions import REGIONS
+
+__all__ = ["NeighbourReference"]
+
+_KEYS = ("body", *REGIONS)
+
+
+def _norm(label: int) -> dict[str, float]:
+    s = normative_shape(label)
+    d = {"anterior": s.anterior_mm, "middle": s.middle_mm, "posterior": s.posterior_mm}
+    d["body"] = float(np.mean(list(d.values())))
+    return d
+
+
+@dataclass(frozen=True)
+class NeighbourReference:
+    """Healthy reference from healthy neighbours, aware of level-typical shape.
+
+    Parameters
+    ----------
+    max_level_gap : float
+        Farthest neighbour used, in levels.
+    healthy_loss : float
+        A vertebra whose largest regional loss against its own reference is at or above this is
+        not used as a neighbour (0.15: below Genant grade 1's 20 %, above normal variation).
+    shape_tolerance : float
+        Initial screen: departure of min(anterior, middle) / posterior from the level's typical
+        ratio beyond which a vertebra starts as not healthy.
+    base_uncertainty : float
+        Relative uncertainty of a two-sided reference (natural variation of healthy heights
+        between adjacent levels, about 3-4 %); one-sided references get 1.5 times this.
+    """
+
+    max_level_gap: float = 4.0
+    healthy_loss: float = 0.15
+    shape_tolerance: float = 0.15
+    base_uncertainty: float = 0.035
+    max_iterations: int = 8
+    name: str = "neighbours"
+
+    def estimate(self, vertebrae: Sequence[MeasuredVertebra]) -> dict[int, Reference]:
+        scales: dict[int, dict[str, float]] = {}
+        for v in vertebrae:
+            if not v.usable or v.heights is None:
+                continue
+            h = v.heights.as_dict()
+            if any(h[k] is None or not np.isfinite(h[k]) or h[k] <= 0 for k in _KEYS):  # type: ignore[operator]
+                continue
+            n = _norm(v.label)
+            scales[v.label] = {k: float(h[k]) / n[k] for k in _KEYS}  # type: ignore[arg-type]
+        by_label = {v.label: v for v in vertebrae}
+
+        shape_ok = {
+            lab: min(s["anterior"], s["middle"]) / s["posterior"] >= 1.0 - self.shape_tolerance
+            for lab, s in scales.items()
+        }
+        size = {lab: float(np.mean([s[k] for k in REGIONS])) for lab, s in scales.items()}
+        healthy = {lab for lab in scales if shape_ok[lab]}
+        if healthy:
+            med = float(np.median([size[lab] for lab in healthy]))
+            healthy = {lab for lab in healthy if size[lab] >= (1.0 - self.healthy_loss) * med}
+
+        refs: dict[int, tuple[dict[str, float], tuple[int, ...], float] | str] = {}
+        for _ in range(self.max_iterations):
+            refs = {lab: self._scale_for(lab, healthy - {lab}, scales) for lab in by_label}
+            new = set()
+            for lab in scales:
+                r = refs[lab]
+                if isinstance(r, str):
+                    if lab in healthy:
+                        new.add(lab)  # nothing to compare it with: it keeps its standing
+                    continue
+                loss = max(1.0 - scales[lab][k] / r[0][k] for k in REGIONS)
+                if loss < self.healthy_loss:
+                    new.add(lab)
+            if new == healthy:
+                break
+            healthy = new
+
+        out: dict[int, Reference] = {}
+        for lab, v in by_label.items():
+            r = refs.get(lab)
+            if r is None or isinstance(r, str):
+                reason = r if isinstance(r, str) else "not measured"
+                out[lab] = Reference(None, None, (), float("nan"), reason)
+                continue
+            sc, sources, unc = r
+            n = _norm(lab)
+            heights = RegionHeights(**{k: n[k] * sc[k] for k in _KEYS})
+            hmap = _reference_map(v, heights, [by_label[s] for s in sources])
+            out[lab] = Reference(
+                heights, hmap, tuple(level_name(s) for s in sources), unc, None
+            )
+        return out
+
+    def _scale_for(
+        self, lab: int, pool: set[int], scales: dict[int, dict[str, float]]
+    ) -> tuple[dict[str, float], tuple[int, ...], float] | str:
+        p = order_key(lab)
+        above = sorted(
+            (n for n in pool if 0 < p - order_key(n) <= self.max_level_gap),
+            key=lambda n: p - order_key(n),
+        )
+        below = sorted(
+            (n for n in pool if 0 < order_key(n) - p <= self.max_level_gap),
+            key=lambda n: order_key(n) - p,
+        )
+        if not above and not below:
+            return (
+                f"no healthy vertebra within {self.max_level_gap:g} levels above or below"
+            )
+        if above and below:
+            a, b = above[0], below[0]
+            pa, pb = order_key(a), order_key(b)
+            wa = (pb - p) / (pb - pa)
+            sc = {k: wa * scales[a][k] + (1 - wa) * scales[b][k] for k in _KEYS}
+            spread = abs(
+                float(np.mean([scales[a][k] - scales[b][k] for k in REGIONS]))
+            ) / max(float(np.mean([sc[k] for k in REGIONS])), 1e-9)
+            unc = float(np.hypot(self.base_uncertainty, 0.5 * spread))
+            return sc, (a, b), unc
+        side = (above or below)[:2]
+        weights = np.array([2.0, 1.0][: len(side)])
+        weights /= weights.sum()
+        sc = {k: float(sum(w * scales[n][k] for w, n in zip(weights, side, strict=True)))
+              for k in _KEYS}
+        return sc, tuple(side), 1.5 * self.base_uncertainty
+
+
+def _normalised_coords(v: MeasuredVertebra) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """u (0 posterior .. 1 anterior) per row and w (-1 left .. 1 right) per column."""
+    assert v.regions is not None and v.height_map is not None
+    hm, rg = v.height_map, v.regions
+    step = hm.step_mm
+    centres_a = (np.arange(hm.ap_mm.size) + 0.5) * step
+    centres_l = (np.arange(hm.lr_mm.size) + 0.5) * step
+    lo, hi = rg.ap_extent_mm
+    u = (centres_a - lo) / max(hi - lo, 1e-9)
+    cols = np.flatnonzero(hm.footprint.any(axis=0))
+    l0, l1 = cols[0] * step, (cols[-1] + 1) * step
+    w = (centres_l - 0.5 * (l0 + l1)) / max(0.5 * (l1 - l0), 1e-9)
+    return u, w
+
+
+def _profile(heights: RegionHeights, u: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Regional heights interpolated across the thirds (centres at u = 1/6, 1/2, 5/6)."""
+    xs = np.array([1 / 6, 0.5, 5 / 6])
+    ys = np.array([heights.posterior, heights.middle, heights.anterior], dtype=float)
+    return np.interp(u, xs, ys)
+
+
+def _reference_map(
+    target: MeasuredVertebra, ref: RegionHeights, neighbours: list[MeasuredVertebra]
+) -> NDArray[np.float64] | None:
+    if target.height_map is None or target.regions is None or target.heights_map_mm is None:
+        return None
+    u, w = _normalised_coords(target)
+    base = _profile(ref, u)[:, None] * np.ones((1, w.size))
+    patterns = []
+    for nb in neighbours:
+        if nb.height_map is None or nb.regions is None or nb.heights is None or \
+                nb.heights_map_mm is None:
+            continue
+        nu, nw = _normalised_coords(nb)
+        rel = nb.heights_map_mm / _profile(nb.heights, nu)[:, None]
+        ia = np.clip(np.searchsorted(nu, u), 0, nu.size - 1)
+        il = np.clip(np.searchsorted(nw, w), 0, nw.size - 1)
+        patterns.append(rel[np.ix_(ia, il)])
+    pattern = np.ones_like(base)
+    if patterns:
+        stack = np.stack(patterns)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # columns no neighbour covers
+            pm = np.nanmean(stack, axis=0)
+        pattern = np.where(np.isfinite(pm), pm, 1.0)
+    out = base * pattern
+    return np.where(target.height_map.footprint, out, np.nan)

@@ -1,0 +1,253 @@
+"""Results: one :class:`VertebraResult` per vertebra, gathered in a :class:`SpineResult`.
+
+``SpineResult.to_dict()`` is the content of ``result.json`` (schema
+``vertgrade/report/result.schema.json``, version :data:`SCHEMA_VERSION`);
+``SpineResult.to_records()`` gives one flat row per vertebra (``vertebrae.csv``), so that
+``pandas.DataFrame(result.to_records())`` works unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vertgrade.geometry.frames import LocalFrame
+from vertgrade.morphometry import RegionHeights
+from vertgrade.volume import GridInfo
+
+__all__ = [
+    "CSV_COLUMNS",
+    "QC_FLAGS",
+    "SCHEMA_VERSION",
+    "LossMap",
+    "SpineResult",
+    "VertebraResult",
+]
+
+SCHEMA_VERSION = "1.0"
+
+#: Every QC flag vertgrade can raise, with what it means.
+QC_FLAGS: dict[str, str] = {
+    "cut_by_fov": "the vertebral body touches the edge of the image: heights would be truncated",
+    "posterior_elements_cut": "posterior elements touch the edge of the image (body whole)",
+    "label_fragments": "the label has several separate pieces; stray pieces under 5 % dropped",
+    "implausible_size": "body size far from what its level and this spine make plausible",
+    "no_reference": "no healthy vertebra near enough to serve as reference",
+    "one_sided_reference": "reference from healthy vertebrae on one side only",
+    "mask_ct_disagree": "mask-based and CT-refined heights differ by more than 2 mm and 10 %",
+    "ct_edges_sparse": "CT endplate edges found in under half the columns: mask heights used",
+    "canal_not_found": "no spinal canal in the label: body cut by shape alone",
+    "no_body": "no vertebral body could be isolated",
+    "level_not_graded": "level outside T1-L6 (cervical or sacral): measured, not graded",
+}
+
+_REGION_KEYS = ("body", "anterior", "middle", "posterior")
+
+
+@dataclass(frozen=True)
+class LossMap:
+    """Relative height loss over the body's axial footprint (NaN outside).
+
+    ``values`` is ``(A, L)``: axis 0 posterior -> anterior at ``ap_mm``, axis 1 left -> right at
+    ``lr_mm``, in the vertebra's local frame.
+    """
+
+    values: NDArray[np.float64]
+    ap_mm: NDArray[np.float64]
+    lr_mm: NDArray[np.float64]
+
+    def to_dict(self, *, step_mm: float = 2.0) -> dict[str, Any]:
+        """Downsampled to ``step_mm`` for the JSON file; NaN written as null."""
+        k = max(1, round(step_mm / float(self.ap_mm[1] - self.ap_mm[0])))
+        v = self.values[::k, ::k]
+        return {
+            "ap_mm": [round(float(x), 2) for x in self.ap_mm[::k]],
+            "lr_mm": [round(float(x), 2) for x in self.lr_mm[::k]],
+            "values": [[None if not np.isfinite(x) else round(float(x), 4) for x in row]
+                       for row in v],
+        }
+
+
+@dataclass(frozen=True)
+class VertebraResult:
+    """Everything vertgrade found about one vertebra.
+
+    ``status`` is ``"graded"`` or ``"not_gradable"`` (then ``grade`` is None and ``reason``
+    says why); a vertebra that cannot be graded is never reported as grade 0.
+    """
+
+    label: int
+    level: str
+    status: Literal["graded", "not_gradable"]
+    reason: str | None
+    grade: int | None
+    fracture_type: str | None
+    confidence: float | None
+    rhlv: dict[str, float | None] | None
+    heights_mm: RegionHeights | None
+    heights_source: Literal["ct", "mask"] | None
+    heights_mask_mm: RegionHeights | None
+    heights_ct_mm: RegionHeights | None
+    reference_mm: RegionHeights | None
+    reference_method: str
+    reference_sources: tuple[str, ...]
+    reference_uncertainty: float | None
+    ratios: dict[str, float | None]
+    flags: tuple[str, ...]
+    hu_trabecular: float | None
+    volume_ml: float | None
+    width_mm: float | None
+    depth_mm: float | None
+    centroid_mm: tuple[float, float, float]
+    frame: LocalFrame | None
+    loss_map: LossMap | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        def heights(h: RegionHeights | None) -> dict[str, float | None] | None:
+            return None if h is None else {k: _r(v, 3) for k, v in h.as_dict().items()}
+
+        return {
+            "label": self.label,
+            "level": self.level,
+            "status": self.status,
+            "reason": self.reason,
+            "grade": self.grade,
+            "type": self.fracture_type,
+            "confidence": _r(self.confidence, 3),
+            "rhlv": None if self.rhlv is None else {k: _r(v, 4) for k, v in self.rhlv.items()},
+            "heights_mm": heights(self.heights_mm),
+            "heights_source": self.heights_source,
+            "heights_mask_mm": heights(self.heights_mask_mm),
+            "heights_ct_mm": heights(self.heights_ct_mm),
+            "reference": {
+                "method": self.reference_method,
+                "heights_mm": heights(self.reference_mm),
+                "sources": list(self.reference_sources),
+                "uncertainty": _r(self.reference_uncertainty, 4),
+            },
+            "ratios": {k: _r(v, 4) for k, v in self.ratios.items()},
+            "flags": list(self.flags),
+            "hu_trabecular": _r(self.hu_trabecular, 1),
+            "volume_ml": _r(self.volume_ml, 2),
+            "width_mm": _r(self.width_mm, 1),
+            "depth_mm": _r(self.depth_mm, 1),
+            "centroid_mm": [round(float(x), 2) for x in self.centroid_mm],
+            "frame": None if self.frame is None else self.frame.to_dict(),
+            "loss_map": None if self.loss_map is None else self.loss_map.to_dict(),
+        }
+
+    def to_record(self) -> dict[str, Any]:
+        """One flat row (see :data:`CSV_COLUMNS`); missing values are ``None``."""
+        h = self.heights_mm.as_dict() if self.heights_mm else dict.fromkeys(_REGION_KEYS)
+        hm = self.heights_mask_mm.as_dict() if self.heights_mask_mm else dict.fromkeys(_REGION_KEYS)
+        hc = self.heights_ct_mm.as_dict() if self.heights_ct_mm else dict.fromkeys(_REGION_KEYS)
+        ref = self.reference_mm.as_dict() if self.reference_mm else dict.fromkeys(_REGION_KEYS)
+        loss = self.rhlv or dict.fromkeys(_REGION_KEYS)
+        row: dict[str, Any] = {
+            "label": self.label,
+            "level": self.level,
+            "status": self.status,
+            "grade": self.grade,
+            "type": self.fracture_type,
+            "rhlv": _r(loss["body"], 4),
+            "rhlv_anterior": _r(loss["anterior"], 4),
+            "rhlv_middle": _r(loss["middle"], 4),
+            "rhlv_posterior": _r(loss["posterior"], 4),
+            "height_anterior_mm": _r(h["anterior"], 2),
+            "height_middle_mm": _r(h["middle"], 2),
+            "height_posterior_mm": _r(h["posterior"], 2),
+            "height_body_mm": _r(h["body"], 2),
+            "heights_source": self.heights_source,
+            "ref_height_anterior_mm": _r(ref["anterior"], 2),
+            "ref_height_middle_mm": _r(ref["middle"], 2),
+            "ref_height_posterior_mm": _r(ref["posterior"], 2),
+            "mask_height_anterior_mm": _r(hm["anterior"], 2),
+            "mask_height_middle_mm": _r(hm["middle"], 2),
+            "mask_height_posterior_mm": _r(hm["posterior"], 2),
+            "ct_height_anterior_mm": _r(hc["anterior"], 2),
+            "ct_height_middle_mm": _r(hc["middle"], 2),
+            "ct_height_posterior_mm": _r(hc["posterior"], 2),
+            "ratio_anterior_posterior": _r(self.ratios.get("anterior_posterior"), 4),
+            "ratio_middle_posterior": _r(self.ratios.get("middle_posterior"), 4),
+            "confidence": _r(self.confidence, 3),
+            "flags": ";".join(self.flags),
+            "reason": self.reason,
+            "reference_sources": ";".join(self.reference_sources),
+            "hu_trabecular": _r(self.hu_trabecular, 1),
+            "volume_ml": _r(self.volume_ml, 2),
+        }
+        return row
+
+
+#: Columns of ``vertebrae.csv``, in order.
+CSV_COLUMNS: tuple[str, ...] = (
+    "label", "level", "status", "grade", "type", "rhlv", "rhlv_anterior", "rhlv_middle",
+    "rhlv_posterior", "height_anterior_mm", "height_middle_mm", "height_posterior_mm",
+    "height_body_mm", "heights_source", "ref_height_anterior_mm", "ref_height_middle_mm",
+    "ref_height_posterior_mm", "mask_height_anterior_mm", "mask_height_middle_mm",
+    "mask_height_posterior_mm", "ct_height_anterior_mm", "ct_height_middle_mm",
+    "ct_height_posterior_mm", "ratio_anterior_posterior", "ratio_middle_posterior",
+    "confidence", "flags", "reason", "reference_sources", "hu_trabecular", "volume_ml",
+)
+
+
+def _r(v: float | None, nd: int) -> float | None:
+    if v is None:
+        return None
+    f = float(v)
+    return None if not math.isfinite(f) else round(f, nd)
+
+
+@dataclass(frozen=True)
+class SpineResult:
+    """The graded study.
+
+    ``bodies`` is the isolated-body label map on the canonical grid (``grid`` maps it back onto
+    the input CT's grid); ``provenance`` holds inputs with checksums, parameters and versions.
+    ``timings_s`` (not written to JSON, so that reruns give identical files) has the seconds spent
+    per stage.
+    """
+
+    subject: str
+    vertebrae: tuple[VertebraResult, ...]
+    provenance: dict[str, Any]
+    notes: tuple[str, ...]
+    bodies: NDArray[np.uint8] = field(repr=False)
+    bodies_affine: NDArray[np.float64] = field(repr=False)
+    grid: GridInfo = field(repr=False)
+    timings_s: dict[str, float] = field(default_factory=dict, compare=False)
+
+    def __getitem__(self, level: str) -> VertebraResult:
+        for v in self.vertebrae:
+            if v.level == level:
+                return v
+        raise KeyError(level)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "subject": self.subject,
+            "summary": self.summary(),
+            "vertebrae": [v.to_dict() for v in self.vertebrae],
+            "notes": list(self.notes),
+            "provenance": self.provenance,
+            "qc_flags": QC_FLAGS,
+        }
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [v.to_record() for v in self.vertebrae]
+
+    def summary(self) -> dict[str, Any]:
+        graded = [v for v in self.vertebrae if v.status == "graded"]
+        worst = max((v.grade or 0 for v in graded), default=None)
+        return {
+            "n_vertebrae": len(self.vertebrae),
+            "n_graded": len(graded),
+            "n_not_gradable": len(self.vertebrae) - len(graded),
+            "fractured_levels": [v.level for v in graded if (v.grade or 0) >= 1],
+            "worst_grade": worst,
+        }

@@ -1,0 +1,120 @@
+"""The image model: a :class:`Volume` is an array with its affine, and a :class:`Study` is a CT
+(optional) with its vertebra labels on the same grid.
+
+Inside vertgrade every volume is in the closest canonical (RAS+) voxel order, as
+``nibabel.as_closest_canonical`` gives it; the affine still maps voxels to world millimetres,
+so oblique acquisitions stay exact. The input's own grid is kept in :class:`GridInfo`, so that
+image outputs are written back on the grid and affine of the input CT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["GridInfo", "Study", "Volume"]
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3D array with its voxel -> world (RAS+ mm) affine.
+
+    There is no default affine: a missing affine would make every millimetre wrong.
+
+    >>> v = Volume(np.zeros((4, 5, 6), np.int16), np.diag([0.5, 1, 3, 1]), "ct")
+    >>> v
+    Volume(ct, shape=(4, 5, 6), spacing=(0.5, 1, 3) mm, orientation=RAS)
+    """
+
+    array: NDArray[np.generic]
+    affine: NDArray[np.float64]
+    kind: Literal["ct", "labels", "mask"]
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        aff = np.array(self.affine, dtype=np.float64, copy=True)
+        if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
+            raise ValueError(f"affine must be a finite 4x4 matrix, got shape {aff.shape}")
+        if abs(np.linalg.det(aff[:3, :3])) < 1e-9:
+            raise ValueError("affine is singular")
+        if np.ndim(self.array) != 3:
+            raise ValueError(f"a Volume is 3D, got {np.ndim(self.array)}D")
+        object.__setattr__(self, "affine", aff)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(n) for n in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> NDArray[np.float64]:
+        """(3,) voxel sizes in mm (column norms of the affine's linear part)."""
+        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+    @property
+    def orientation(self) -> str:
+        return "".join(nib.aff2axcodes(self.affine))
+
+    def __repr__(self) -> str:
+        sp = ", ".join(f"{float(s):.4g}" for s in self.spacing)
+        return (
+            f"Volume({self.kind}, shape={self.shape}, spacing=({sp}) mm, "
+            f"orientation={self.orientation})"
+        )
+
+
+@dataclass(frozen=True)
+class GridInfo:
+    """The grid of an input file before reorientation: shape, affine and the orientation
+    transform (nibabel ``ornt``) that took it to canonical order."""
+
+    shape: tuple[int, int, int]
+    affine: NDArray[np.float64]
+    ornt: NDArray[np.float64]
+
+    def to_input_grid(self, canonical: NDArray[np.generic]) -> NDArray[np.generic]:
+        """Map an array on the canonical grid back onto the input's voxel grid."""
+        inverse = nib.orientations.ornt_transform(
+            nib.orientations.axcodes2ornt(("R", "A", "S")), self.ornt
+        )
+        out = nib.orientations.apply_orientation(canonical, inverse)
+        if out.shape != self.shape:
+            raise RuntimeError(f"grid mismatch: {out.shape} != {self.shape}")
+        return np.ascontiguousarray(out)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One subject's inputs on one canonical grid.
+
+    Attributes
+    ----------
+    labels : Volume
+        Vertebra instance labels, VerSe numbering, integer array.
+    ct : Volume or None
+        CT in HU on the same grid as ``labels``; ``None`` for a labels-only study.
+    bodies : Volume or None
+        An optional vertebral-body mask (e.g. TotalSegmentator's ``vertebrae_body``): where given,
+        it replaces vertgrade's own body isolation.
+    grid : GridInfo
+        The CT's (or, without CT, the labels') input grid, for writing outputs back.
+    inputs : dict
+        Role -> path of every file read (``ct``, ``labels``, ``bodies``, ``centroids``).
+    notes : tuple of str
+        What loading did that a user should know (resampling, label format detected, ...).
+    centroids : dict
+        Label -> (3,) world mm, from a VerSe centroid file where one was found.
+    """
+
+    labels: Volume
+    grid: GridInfo
+    subject: str
+    ct: Volume | None = None
+    bodies: Volume | None = None
+    inputs: dict[str, Path] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    centroids: dict[int, NDArray[np.float64]] = field(default_factory=dict)
