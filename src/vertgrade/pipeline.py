@@ -230,8 +230,13 @@ def grade_study(
         sub = bodies[vox[k].slices]
         sub[iso[k].body] = k
     provenance = {
+        "inputs": {
+            role: {"path": str(path), "sha256": study.checksums.get(role)}
+            for role, path in sorted(study.inputs.items())
+        },
         "parameters": cfg.to_dict(),
         "reference_estimator": getattr(estimator, "name", type(estimator).__name__),
+        "versions": _versions(),
     }
     return SpineResult(
         subject=study.subject,
@@ -243,6 +248,19 @@ def grade_study(
         grid=study.grid,
         timings_s=timings,
     )
+
+
+def _versions() -> dict[str, str]:
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("vertgrade", "numpy", "scipy", "nibabel", "scikit-image"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
 
 
 def _complete(h: RegionHeights | None) -> bool:

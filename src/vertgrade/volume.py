@@ -104,6 +104,8 @@ class Study:
         The CT's (or, without CT, the labels') input grid, for writing outputs back.
     inputs : dict
         Role -> path of every file read (``ct``, ``labels``, ``bodies``, ``centroids``).
+    checksums : dict
+        Role -> SHA-256 of that file (for a folder of files: of their names and checksums).
     notes : tuple of str
         What loading did that a user should know (resampling, label format detected, ...).
     centroids : dict
@@ -116,5 +118,6 @@ class Study:
     ct: Volume | None = None
     bodies: Volume | None = None
     inputs: dict[str, Path] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     centroids: dict[int, NDArray[np.float64]] = field(default_factory=dict)

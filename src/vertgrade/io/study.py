@@ -16,6 +16,7 @@ Recognised inputs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -27,7 +28,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from vertgrade.errors import InputError
-from vertgrade.io.nifti import read_volume
+from vertgrade.io.nifti import file_sha256, read_volume
 from vertgrade.levels import VERSE_LABELS, label_id, totalseg_total_to_verse
 from vertgrade.volume import GridInfo, Study, Volume
 
@@ -268,8 +269,19 @@ def load_study(
         centroids = read_verse_centroids(centroid_path, lab_grid)
     return Study(
         labels=lab_vol, grid=grid, subject=subject, ct=ct_vol, bodies=body_vol,
-        inputs=inputs, notes=tuple(notes), centroids=centroids,
+        inputs=inputs, checksums={k: _checksum(p) for k, p in inputs.items()},
+        notes=tuple(notes), centroids=centroids,
     )
+
+
+def _checksum(path: Path) -> str:
+    if path.is_dir():
+        h = hashlib.sha256()
+        for p in sorted(path.iterdir()):
+            if _TS_FILE.match(p.name):
+                h.update(f"{p.name}:{file_sha256(p)}\n".encode())
+        return h.hexdigest()
+    return file_sha256(path)
 
 
 def _subject_from_name(name: str) -> str:

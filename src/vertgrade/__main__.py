@@ -1,0 +1,3 @@
+from vertgrade.cli import run
+
+run()

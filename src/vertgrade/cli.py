@@ -1,0 +1,238 @@
+"""The ``vertgrade`` command line: a thin layer over the Python API.
+
+Every failure ends with one line ``error: <file>: <problem>`` on stderr and a non-zero exit
+status (2 for bad input or output locations, 3 for anything unexpected; ``--debug`` shows the
+traceback of the latter).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vertgrade.errors import VertgradeError
+
+app = typer.Typer(
+    name="vertgrade",
+    help="Grade osteoporotic vertebral compression fractures on spine CT, interpretably: "
+    "height of every vertebral body over its whole footprint, healthy reference from its "
+    "neighbours, relative height loss (RHLV), Genant grade and type.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_out = Console()
+_err = Console(stderr=True)
+_DEBUG = {"on": False}
+
+
+def _fail(message: str, code: int) -> None:
+    _err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _run(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """Call ``fn``, turning vertgrade's errors into one line and an exit status."""
+    try:
+        return fn(*args, **kwargs)
+    except typer.Exit:
+        raise
+    except VertgradeError as err:
+        _fail(str(err), 2)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as err:
+        if _DEBUG["on"]:
+            raise
+        _fail(f"internal error: {type(err).__name__}: {err} (rerun with --debug for details)", 3)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from vertgrade import __version__
+
+        _out.print(f"vertgrade {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
+) -> None:
+    _DEBUG["on"] = debug
+
+
+def _table(result, truth: dict[int, dict] | None = None) -> Table:  # type: ignore[no-untyped-def]
+    t = Table(title=f"vertgrade - {result.subject}", header_style="bold")
+    for col in ("level", "grade", "type", "RHLV a/m/p %", "height a/m/p mm", "ref a/m/p mm",
+                "conf", "HU", "flags / reason"):
+        t.add_column(col, justify="left" if col in ("level", "type", "flags / reason") else "right")
+    if truth is not None:
+        t.add_column("true grade", justify="right")
+
+    def trio(d, scale=1.0, fmt="{:.1f}"):  # type: ignore[no-untyped-def]
+        if d is None:
+            return "-"
+        vals = [d.get(k) if isinstance(d, dict) else d.get(k) for k in ("anterior", "middle", "posterior")]
+        return "/".join("-" if v is None else fmt.format(v * scale) for v in vals)
+
+    colours = {0: "green", 1: "yellow", 2: "dark_orange", 3: "red"}
+    for v in result.vertebrae:
+        grade = "n/a" if v.grade is None else f"[{colours[v.grade]}]{v.grade}[/]"
+        notes = v.reason or ", ".join(v.flags)
+        row = [
+            v.level, grade, v.fracture_type or "", trio(v.rhlv, 100, "{:.0f}"),
+            trio(v.heights_mm), trio(v.reference_mm),
+            "-" if v.confidence is None else f"{v.confidence:.2f}",
+            "-" if v.hu_trabecular is None else f"{v.hu_trabecular:.0f}", notes,
+        ]
+        if truth is not None:
+            tr = truth.get(v.label)
+            row.append("-" if tr is None else str(tr["grade"]))
+        t.add_row(*row)
+    return t
+
+
+@app.command()
+def grade(
+    input: Annotated[
+        Path | None,
+        typer.Argument(help="CT (NIfTI, HU) or a VerSe subject folder. Omit for labels only."),
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", "-l", help="Vertebra instance labels (VerSe numbering or "
+                     "TotalSegmentator output: multilabel file or folder of vertebrae_*.nii.gz)."),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Result folder.")] = Path("vertgrade-out"),
+    bodies: Annotated[
+        Path | None,
+        typer.Option("--bodies", help="Vertebral body mask (e.g. TotalSegmentator "
+                     "vertebrae_body, 1 = body); replaces vertgrade's own body isolation."),
+    ] = None,
+    label_format: Annotated[
+        str, typer.Option("--label-format", help="auto, verse or totalseg-total.")
+    ] = "auto",
+    subject: Annotated[str | None, typer.Option("--subject", help="Subject id for the outputs.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing result folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
+) -> None:
+    """Grade every vertebra of a spine CT and write result.json, vertebrae.csv, bodies.nii.gz."""
+    from vertgrade import grade_study, load_study
+    from vertgrade.report.writers import check_output_dir, write_result
+
+    if label_format not in ("auto", "verse", "totalseg-total"):
+        _fail(f"--label-format: {label_format!r} is not one of auto, verse, totalseg-total", 2)
+    if input is None and labels is None:
+        _fail("give a CT, a VerSe folder, or --labels", 2)
+    _run(check_output_dir, output, force=force)
+    study = _run(load_study, input, labels, bodies=bodies, label_format=label_format,
+                 subject=subject)
+    result = _run(grade_study, study)
+    _run(write_result, result, output, force=force)
+    if not quiet:
+        _out.print(_table(result))
+        for note in result.notes:
+            _out.print(f"[dim]note: {note}[/]")
+        _out.print(f"results in {output}/ (result.json, vertebrae.csv, bodies.nii.gz)")
+
+
+def _parse_spacing(text: str) -> tuple[float, float, float]:
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3 or min(parts) <= 0:
+        _fail(f"--spacing: {text!r} is not one or three positive numbers such as 3,1,1", 2)
+    return (parts[0], parts[1], parts[2])
+
+
+@app.command()
+def phantom(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for ct.nii.gz, labels.nii.gz, truth.csv.")],
+    levels: Annotated[str, typer.Option("--levels", help="Level range, e.g. T10-L3.")] = "T10-L3",
+    fracture: Annotated[
+        list[str] | None,
+        typer.Option("--fracture", help="LEVEL:TYPE:SEVERITY, e.g. L1:wedge:0.35 (type wedge, "
+                     "biconcave or crush; severity = height loss of the worst third). Repeatable."),
+    ] = None,
+    orientation: Annotated[str, typer.Option("--orientation", help="Axis codes, e.g. RAS, LPS, PIR.")] = "RAS",
+    spacing: Annotated[str, typer.Option("--spacing", help="Voxel size in mm per array axis, e.g. 3,1,1.")] = "1,1,1",
+    seed: Annotated[int, typer.Option("--seed", help="Noise seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing folder.")] = False,
+) -> None:
+    """Write a synthetic spine CT with known fractures and its truth table."""
+    from vertgrade.io.phantom_files import write_phantom
+    from vertgrade.phantom import FractureSpec, make_phantom
+
+    sp = _parse_spacing(spacing)
+    try:
+        specs = [FractureSpec.parse(f) for f in (fracture or [])]
+    except ValueError as err:
+        _fail(f"--fracture: {err}", 2)
+    try:
+        ph = make_phantom(levels, specs, orientation=orientation.upper(), spacing=sp, seed=seed)
+    except ValueError as err:
+        _fail(str(err), 2)
+    _run(_write_phantom_checked, write_phantom, ph, output, force)
+    _out.print(f"phantom {levels} ({orientation.upper()}, {spacing} mm) written to {output}/")
+
+
+def _write_phantom_checked(writer, ph, output: Path, force: bool) -> None:  # type: ignore[no-untyped-def]
+    from vertgrade.errors import OutputError
+
+    try:
+        writer(ph, output, force=force)
+    except (ValueError, FileExistsError) as err:
+        if isinstance(err, VertgradeError):
+            raise
+        raise OutputError(output, str(err)) from err
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Demo folder.")] = Path("vertgrade-demo"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing demo folder.")] = False,
+) -> None:
+    """Grade a synthetic spine CT with known fractures and compare with the truth."""
+    from vertgrade import grade_study, load_study
+    from vertgrade.io.phantom_files import write_phantom
+    from vertgrade.phantom import FractureSpec, make_phantom
+    from vertgrade.report.writers import check_output_dir, write_result
+
+    _run(check_output_dir, output, force=force)
+    specs = [FractureSpec.parse(s) for s in ("T12:wedge:0.32", "L1:crush:0.45", "L3:biconcave:0.23")]
+    _out.print("[bold]1.[/] synthetic spine T9-L4, 1 mm, LPS; fractures T12 wedge 32 %, "
+               "L1 crush 45 %, L3 biconcave 23 %")
+    ph = make_phantom("T9-L4", specs, orientation="LPS", spacing=(1.0, 1.0, 1.0), seed=1)
+    ph_dir = output / "phantom"
+    _run(_write_phantom_checked, write_phantom, ph, ph_dir, True)
+    _out.print(f"[bold]2.[/] grading {ph_dir}/ct.nii.gz with {ph_dir}/labels.nii.gz")
+    study = _run(load_study, ph_dir / "ct.nii.gz", ph_dir / "labels.nii.gz", subject="phantom")
+    result = _run(grade_study, study)
+    res_dir = output / "result"
+    _run(write_result, result, res_dir, force=True)
+    truth = {t.label: {"grade": t.grade} for t in ph.truth}
+    _out.print(_table(result, truth))
+    agree = sum(1 for v in result.vertebrae if v.grade == truth[v.label]["grade"])
+    _out.print(f"grades agree with the truth for {agree} of {len(result.vertebrae)} vertebrae")
+    _out.print(f"results in {res_dir}/ (result.json, vertebrae.csv, bodies.nii.gz); "
+               f"truth in {ph_dir}/truth.csv")
+
+
+def run() -> None:  # pragma: no cover - console entry for `python -m vertgrade`
+    app(prog_name="vertgrade")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run())

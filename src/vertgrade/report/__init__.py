@@ -1,0 +1,1 @@
+"""Result files: JSON (with its schema), CSV and NIfTI."""

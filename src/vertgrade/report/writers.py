@@ -1,0 +1,86 @@
+"""Writing a result folder: ``result.json``, ``vertebrae.csv`` and ``bodies.nii.gz``.
+
+All files are first written into a hidden staging folder beside their destination and only then
+moved into place, each with an atomic rename: an interrupted run leaves no half-written file,
+and an existing result folder is never touched without ``force``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from vertgrade.errors import OutputError
+from vertgrade.io.nifti import save_nifti
+from vertgrade.result import CSV_COLUMNS, SpineResult
+
+__all__ = ["OUTPUT_FILES", "check_output_dir", "load_schema", "validate_result", "write_result"]
+
+#: The files a result folder holds.
+OUTPUT_FILES = ("result.json", "vertebrae.csv", "bodies.nii.gz")
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON schema of ``result.json``."""
+    text = resources.files("vertgrade.report").joinpath("result.schema.json").read_text("utf-8")
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def validate_result(document: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` if ``document`` does not follow the schema."""
+    jsonschema.validate(document, load_schema())
+
+
+def check_output_dir(out_dir: str | Path, *, force: bool = False) -> Path:
+    """Refuse an output location that is a file, or a non-empty folder without ``force``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "output location is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputError(out, "output folder exists and is not empty (use --force to overwrite)")
+    return out
+
+
+def _csv_text(result: SpineResult) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in result.to_records():
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def write_result(result: SpineResult, out_dir: str | Path, *, force: bool = False) -> list[Path]:
+    """Write the result folder; returns the files written.
+
+    ``bodies.nii.gz`` holds the isolated bodies labelled by vertebra, on the input CT's grid
+    and affine (or the labels' where there is no CT).
+    """
+    out = check_output_dir(out_dir, force=force)
+    out.mkdir(parents=True, exist_ok=True)
+    document = result.to_dict()
+    validate_result(document)
+    staging = Path(tempfile.mkdtemp(prefix=".vertgrade-staging-", dir=out))
+    try:
+        (staging / "result.json").write_text(
+            json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        )
+        (staging / "vertebrae.csv").write_text(_csv_text(result), encoding="utf-8", newline="")
+        bodies = result.grid.to_input_grid(result.bodies)
+        save_nifti(bodies, result.grid.affine, staging / "bodies.nii.gz")
+        written = []
+        for name in OUTPUT_FILES:
+            target = out / name
+            (staging / name).replace(target)
+            written.append(target)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,159 @@
+"""Bad input: one line ``error: <file>: <problem>`` on stderr, non-zero exit, no traceback, and
+no partial output."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vertgrade.cli import app
+
+AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
+
+
+def _ct(shape: tuple[int, ...] = (30, 30, 40)) -> np.ndarray:
+    ct = np.full(shape, -1000, np.int16)
+    ct[5:25, 5:25, 5:35] = 40
+    ct[10:20, 10:20, 8:32] = 300
+    return ct
+
+
+def _labels(shape: tuple[int, ...] = (30, 30, 40)) -> np.ndarray:
+    lab = np.zeros(shape, np.uint8)
+    lab[10:20, 10:20, 8:18] = 21
+    lab[10:20, 10:20, 21:31] = 20
+    return lab
+
+
+def _save(path: Path, arr: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
+    nib.save(nib.Nifti1Image(arr, affine), path)
+    return path
+
+
+def _run(args: list[str]):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(app, args)
+
+
+def _check_error(res, name: str) -> None:  # type: ignore[no-untyped-def]
+    assert res.exit_code == 2, res.output
+    err = res.stderr.strip()
+    assert err.startswith("error: "), err
+    assert len(err.splitlines()) == 1, err
+    assert name in err, err
+    assert "Traceback" not in res.output
+
+
+@pytest.fixture
+def ok_files(tmp_path: Path) -> tuple[Path, Path]:
+    return _save(tmp_path / "ct.nii.gz", _ct()), _save(tmp_path / "seg.nii.gz", _labels())
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    res = _run(["grade", str(tmp_path / "nope.nii.gz"), "--labels", str(tmp_path / "x.nii.gz"),
+                "-o", str(tmp_path / "out")])
+    _check_error(res, "nope.nii.gz")
+    assert "no such file" in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_is_a_file(tmp_path: Path, ok_files: tuple[Path, Path]) -> None:
+    out = tmp_path / "out.txt"
+    out.write_text("keep me")
+    res = _run(["grade", str(ok_files[0]), "--labels", str(ok_files[1]), "-o", str(out)])
+    _check_error(res, "out.txt")
+    assert out.read_text() == "keep me"
+
+
+def test_existing_output_needs_force(tmp_path: Path, ok_files: tuple[Path, Path]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.json").write_text("{}")
+    res = _run(["grade", str(ok_files[0]), "--labels", str(ok_files[1]), "-o", str(out)])
+    _check_error(res, "out")
+    assert (out / "result.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    ("case", "expect"),
+    [
+        ("no_overlap", "do not overlap"),
+        ("empty_labels", "empty"),
+        ("no_vertebra", "no vertebra"),
+        ("nan_ct", "NaN"),
+        ("truncated", "truncated"),
+        ("ct_2d", "2D"),
+        ("ct_4d", "4D"),
+        ("bad_label", "outside the VerSe convention"),
+        ("float_labels", "non-integer"),
+        ("empty_file", "empty file"),
+        ("not_nifti", "not a NIfTI"),
+    ],
+)
+def test_bad_inputs(tmp_path: Path, case: str, expect: str) -> None:
+    ct = tmp_path / "ct.nii.gz"
+    seg = tmp_path / "seg.nii.gz"
+    _save(ct, _ct())
+    _save(seg, _labels())
+    culprit = seg
+    if case == "no_overlap":
+        far = AFFINE.copy()
+        far[:3, 3] = [500.0, 0.0, 0.0]
+        _save(seg, _labels(), far)
+    elif case == "empty_labels":
+        _save(seg, np.zeros((30, 30, 40), np.uint8))
+    elif case == "no_vertebra":
+        lab = np.zeros((30, 30, 40), np.uint8)
+        lab[2:5, 2:5, 2:5] = 5  # TotalSegmentator 'total': liver only
+        lab[6:8, 6:8, 6:8] = 90
+        _save(seg, lab)
+    elif case == "nan_ct":
+        arr = _ct().astype(np.float32)
+        arr[3, 3, 3] = np.nan
+        _save(ct, arr)
+        culprit = ct
+    elif case == "truncated":
+        data = ct.read_bytes()
+        ct.write_bytes(data[: len(data) // 2])
+        culprit = ct
+    elif case == "ct_2d":
+        _save(ct, _ct()[:, :, 0])
+        culprit = ct
+    elif case == "ct_4d":
+        _save(ct, np.stack([_ct(), _ct()], axis=-1))
+        culprit = ct
+    elif case == "bad_label":
+        lab = _labels()
+        lab[1, 1, 1] = 27
+        _save(seg, lab)
+    elif case == "float_labels":
+        _save(seg, _labels().astype(np.float32) + 0.5 * (_labels() > 0))
+    elif case == "empty_file":
+        ct.write_bytes(b"")
+        culprit = ct
+    elif case == "not_nifti":
+        culprit = tmp_path / "ct.txt"
+        culprit.write_text("hello")
+        ct = culprit
+    out = tmp_path / "out"
+    res = _run(["grade", str(ct), "--labels", str(seg), "-o", str(out)])
+    _check_error(res, culprit.name)
+    assert expect in res.stderr, res.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_gzip_truncation_is_detected_not_crash(tmp_path: Path) -> None:
+    raw = gzip.compress(b"not a nifti at all" * 100)
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(raw)
+    res = _run(["grade", str(bad), "--labels", str(bad), "-o", str(tmp_path / "o")])
+    _check_error(res, "bad.nii.gz")
+
+
+def test_version() -> None:
+    res = _run(["--version"])
+    assert res.exit_code == 0 and res.stdout.startswith("vertgrade ")
