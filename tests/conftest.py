@@ -22,7 +22,9 @@ def shared_data_dir() -> Path | None:
 def data_dir() -> Path:
     path = shared_data_dir()
     if path is None:
-        pytest.skip("real test data not found: set VERTGRADE_TEST_DATA or place it at ../shared/data")
+        pytest.skip(
+            "real test data not found: set VERTGRADE_TEST_DATA or place it at ../shared/data"
+        )
     return path
 
 

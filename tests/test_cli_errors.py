@@ -54,8 +54,16 @@ def ok_files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_missing_path(tmp_path: Path) -> None:
-    res = _run(["grade", str(tmp_path / "nope.nii.gz"), "--labels", str(tmp_path / "x.nii.gz"),
-                "-o", str(tmp_path / "out")])
+    res = _run(
+        [
+            "grade",
+            str(tmp_path / "nope.nii.gz"),
+            "--labels",
+            str(tmp_path / "x.nii.gz"),
+            "-o",
+            str(tmp_path / "out"),
+        ]
+    )
     _check_error(res, "nope.nii.gz")
     assert "no such file" in res.stderr
     assert not (tmp_path / "out").exists()

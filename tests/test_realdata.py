@@ -86,7 +86,9 @@ def test_severe_l1_of_verse012_is_severe(data_dir: Path) -> None:
 
 
 def test_labels_only_study_has_no_hu(data_dir: Path) -> None:
-    result = grade_study(load_study(labels=data_dir / "verse004" / "sub-verse004_seg-vert_msk.nii.gz"))
+    result = grade_study(
+        load_study(labels=data_dir / "verse004" / "sub-verse004_seg-vert_msk.nii.gz")
+    )
     assert all(v.hu_trabecular is None for v in result.vertebrae)
     assert all(v.heights_source == "mask" for v in result.vertebrae if v.heights_mm)
     assert result["L1"].grade == 3
@@ -117,8 +119,10 @@ def test_totalsegmentator_outputs_agree(data_dir: Path, tmp_path: Path) -> None:
     folder.mkdir()
     names = {19: "T12", 20: "L1", 21: "L2", 22: "L3", 23: "L4", 24: "L5"}
     for lab, name in names.items():
-        nib.save(nib.Nifti1Image((arr == lab).astype(np.uint8), img.affine),
-                 folder / f"vertebrae_{name}.nii.gz")
+        nib.save(
+            nib.Nifti1Image((arr == lab).astype(np.uint8), img.affine),
+            folder / f"vertebrae_{name}.nii.gz",
+        )
     b = grade_study(load_study(ct, folder))
     total = np.where(arr > 0, 51 - arr.astype(np.int16), 0).astype(np.uint8)
     total[0, 0, 0] = 5  # an organ class (liver) must be ignored
@@ -142,7 +146,9 @@ def test_result_json_validates_and_reruns_identically(data_dir: Path, tmp_path: 
 
     runner = CliRunner()
     for out in ("a", "b"):
-        res = runner.invoke(app, ["grade", str(data_dir / "verse012"), "-o", str(tmp_path / out), "-q"])
+        res = runner.invoke(
+            app, ["grade", str(data_dir / "verse012"), "-o", str(tmp_path / out), "-q"]
+        )
         assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "a" / "result.json").read_text())
     validate_result(doc)

@@ -2,7 +2,7 @@
 
 >>> import vertgrade
 >>> sorted(vertgrade.__all__)[:3]
-['GradingConfig', 'InputError', 'SpineResult']
+['GradingConfig', 'InputError', 'ModelFileError']
 """
 
 from __future__ import annotations

@@ -65,15 +65,26 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of internal errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of internal errors.")
+    ] = False,
 ) -> None:
     _DEBUG["on"] = debug
 
 
 def _table(result, truth: dict[int, dict] | None = None) -> Table:  # type: ignore[no-untyped-def]
     t = Table(title=f"vertgrade - {result.subject}", header_style="bold")
-    for col in ("level", "grade", "type", "RHLV a/m/p %", "height a/m/p mm", "ref a/m/p mm",
-                "conf", "HU", "flags / reason"):
+    for col in (
+        "level",
+        "grade",
+        "type",
+        "RHLV a/m/p %",
+        "height a/m/p mm",
+        "ref a/m/p mm",
+        "conf",
+        "HU",
+        "flags / reason",
+    ):
         t.add_column(col, justify="left" if col in ("level", "type", "flags / reason") else "right")
     if truth is not None:
         t.add_column("true grade", justify="right")
@@ -81,7 +92,7 @@ def _table(result, truth: dict[int, dict] | None = None) -> Table:  # type: igno
     def trio(d, scale=1.0, fmt="{:.1f}"):  # type: ignore[no-untyped-def]
         if d is None:
             return "-"
-        vals = [d.get(k) if isinstance(d, dict) else d.get(k) for k in ("anterior", "middle", "posterior")]
+        vals = [d.get(k) for k in ("anterior", "middle", "posterior")]
         return "/".join("-" if v is None else fmt.format(v * scale) for v in vals)
 
     colours = {0: "green", 1: "yellow", 2: "dark_orange", 3: "red"}
@@ -89,10 +100,15 @@ def _table(result, truth: dict[int, dict] | None = None) -> Table:  # type: igno
         grade = "n/a" if v.grade is None else f"[{colours[v.grade]}]{v.grade}[/]"
         notes = v.reason or ", ".join(v.flags)
         row = [
-            v.level, grade, v.fracture_type or "", trio(v.rhlv, 100, "{:.0f}"),
-            trio(v.heights_mm), trio(v.reference_mm),
+            v.level,
+            grade,
+            v.fracture_type or "",
+            trio(v.rhlv, 100, "{:.0f}"),
+            trio(v.heights_mm),
+            trio(v.reference_mm),
             "-" if v.confidence is None else f"{v.confidence:.2f}",
-            "-" if v.hu_trabecular is None else f"{v.hu_trabecular:.0f}", notes,
+            "-" if v.hu_trabecular is None else f"{v.hu_trabecular:.0f}",
+            notes,
         ]
         if truth is not None:
             tr = truth.get(v.label)
@@ -109,20 +125,33 @@ def grade(
     ] = None,
     labels: Annotated[
         Path | None,
-        typer.Option("--labels", "-l", help="Vertebra instance labels (VerSe numbering or "
-                     "TotalSegmentator output: multilabel file or folder of vertebrae_*.nii.gz)."),
+        typer.Option(
+            "--labels",
+            "-l",
+            help="Vertebra instance labels (VerSe numbering or "
+            "TotalSegmentator output: multilabel file or folder of vertebrae_*.nii.gz).",
+        ),
     ] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Result folder.")] = Path("vertgrade-out"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Result folder.")] = Path(
+        "vertgrade-out"
+    ),
     bodies: Annotated[
         Path | None,
-        typer.Option("--bodies", help="Vertebral body mask (e.g. TotalSegmentator "
-                     "vertebrae_body, 1 = body); replaces vertgrade's own body isolation."),
+        typer.Option(
+            "--bodies",
+            help="Vertebral body mask (e.g. TotalSegmentator "
+            "vertebrae_body, 1 = body); replaces vertgrade's own body isolation.",
+        ),
     ] = None,
     label_format: Annotated[
         str, typer.Option("--label-format", help="auto, verse or totalseg-total.")
     ] = "auto",
-    subject: Annotated[str | None, typer.Option("--subject", help="Subject id for the outputs.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing result folder.")] = False,
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="Subject id for the outputs.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing result folder.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
 ) -> None:
     """Grade every vertebra of a spine CT and write result.json, vertebrae.csv, bodies.nii.gz."""
@@ -134,8 +163,9 @@ def grade(
     if input is None and labels is None:
         _fail("give a CT, a VerSe folder, or --labels", 2)
     _run(check_output_dir, output, force=force)
-    study = _run(load_study, input, labels, bodies=bodies, label_format=label_format,
-                 subject=subject)
+    study = _run(
+        load_study, input, labels, bodies=bodies, label_format=label_format, subject=subject
+    )
     result = _run(grade_study, study)
     _run(write_result, result, output, force=force)
     if not quiet:
@@ -159,15 +189,24 @@ def _parse_spacing(text: str) -> tuple[float, float, float]:
 
 @app.command()
 def phantom(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for ct.nii.gz, labels.nii.gz, truth.csv.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for ct.nii.gz, labels.nii.gz, truth.csv.")
+    ],
     levels: Annotated[str, typer.Option("--levels", help="Level range, e.g. T10-L3.")] = "T10-L3",
     fracture: Annotated[
         list[str] | None,
-        typer.Option("--fracture", help="LEVEL:TYPE:SEVERITY, e.g. L1:wedge:0.35 (type wedge, "
-                     "biconcave or crush; severity = height loss of the worst third). Repeatable."),
+        typer.Option(
+            "--fracture",
+            help="LEVEL:TYPE:SEVERITY, e.g. L1:wedge:0.35 (type wedge, "
+            "biconcave or crush; severity = height loss of the worst third). Repeatable.",
+        ),
     ] = None,
-    orientation: Annotated[str, typer.Option("--orientation", help="Axis codes, e.g. RAS, LPS, PIR.")] = "RAS",
-    spacing: Annotated[str, typer.Option("--spacing", help="Voxel size in mm per array axis, e.g. 3,1,1.")] = "1,1,1",
+    orientation: Annotated[
+        str, typer.Option("--orientation", help="Axis codes, e.g. RAS, LPS, PIR.")
+    ] = "RAS",
+    spacing: Annotated[
+        str, typer.Option("--spacing", help="Voxel size in mm per array axis, e.g. 3,1,1.")
+    ] = "1,1,1",
     seed: Annotated[int, typer.Option("--seed", help="Noise seed.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing folder.")] = False,
 ) -> None:
@@ -201,8 +240,12 @@ def _write_phantom_checked(writer, ph, output: Path, force: bool) -> None:  # ty
 
 @app.command()
 def demo(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Demo folder.")] = Path("vertgrade-demo"),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing demo folder.")] = False,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Demo folder.")] = Path(
+        "vertgrade-demo"
+    ),
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing demo folder.")
+    ] = False,
 ) -> None:
     """Grade a synthetic spine CT with known fractures and compare with the truth."""
     from vertgrade import grade_study, load_study
@@ -211,9 +254,13 @@ def demo(
     from vertgrade.report.writers import check_output_dir, write_result
 
     _run(check_output_dir, output, force=force)
-    specs = [FractureSpec.parse(s) for s in ("T12:wedge:0.32", "L1:crush:0.45", "L3:biconcave:0.23")]
-    _out.print("[bold]1.[/] synthetic spine T9-L4, 1 mm, LPS; fractures T12 wedge 32 %, "
-               "L1 crush 45 %, L3 biconcave 23 %")
+    specs = [
+        FractureSpec.parse(s) for s in ("T12:wedge:0.32", "L1:crush:0.45", "L3:biconcave:0.23")
+    ]
+    _out.print(
+        "[bold]1.[/] synthetic spine T9-L4, 1 mm, LPS; fractures T12 wedge 32 %, "
+        "L1 crush 45 %, L3 biconcave 23 %"
+    )
     ph = make_phantom("T9-L4", specs, orientation="LPS", spacing=(1.0, 1.0, 1.0), seed=1)
     ph_dir = output / "phantom"
     _run(_write_phantom_checked, write_phantom, ph, ph_dir, True)
@@ -226,8 +273,10 @@ def demo(
     _out.print(_table(result, truth))
     agree = sum(1 for v in result.vertebrae if v.grade == truth[v.label]["grade"])
     _out.print(f"grades agree with the truth for {agree} of {len(result.vertebrae)} vertebrae")
-    _out.print(f"results in {res_dir}/ (result.json, vertebrae.csv, bodies.nii.gz); "
-               f"truth in {ph_dir}/truth.csv")
+    _out.print(
+        f"results in {res_dir}/ (result.json, vertebrae.csv, bodies.nii.gz); "
+        f"truth in {ph_dir}/truth.csv"
+    )
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m vertgrade`

@@ -49,7 +49,9 @@ class MorphometryParams:
     #: depressions that segmentations smooth over are a few mm deep.
     ct_search_in_mm: float = 5.0
     ct_search_out_mm: float = 2.5
-    #: Minimum steepness of a cortical edge, HU/mm; flatter profiles are not trusted.
+    #: Minimum steepness of a cortical edge at 1 mm voxels, HU/mm; flatter profiles are not
+    #: trusted. Divided by the voxel size along the spine where that is above 1 mm (thick
+    #: slices spread the same edge over more millimetres).
     ct_min_gradient_hu_per_mm: float = 80.0
     trim: float = 0.1
     regions: RegionParams = field(default_factory=RegionParams)
@@ -151,6 +153,7 @@ def _refine_edges(
     bottom: NDArray[np.float64],
     fp: NDArray[np.bool_],
     params: MorphometryParams,
+    min_gradient: float,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """CT-refined endplates: steepest disc -> bone rise near each mask endplate."""
     step = float(si_mm[1] - si_mm[0])
@@ -172,19 +175,20 @@ def _refine_edges(
             delta = np.where(np.abs(denom) > 1e-9, 0.5 * (g0 - g2) / denom, 0.0)
         delta = np.clip(np.nan_to_num(delta), -0.5, 0.5)
         pos = si_mm[k] + delta * step
-        ok = fp & np.isfinite(best) & (best >= params.ct_min_gradient_hu_per_mm)
+        ok = fp & np.isfinite(best) & (best >= min_gradient)
         return np.where(ok, pos, np.nan)
 
     # superior endplate: disc above, bone below -> intensity falls with si (sign -1)
     top_ct = locate(-1.0, np.nan_to_num(top), params.ct_search_in_mm, params.ct_search_out_mm)
-    bottom_ct = locate(
-        +1.0, np.nan_to_num(bottom), params.ct_search_out_mm, params.ct_search_in_mm
-    )
+    bottom_ct = locate(+1.0, np.nan_to_num(bottom), params.ct_search_out_mm, params.ct_search_in_mm)
     return top_ct, bottom_ct
 
 
 def region_heights(
-    heights: NDArray[np.float64], regions: FootprintRegions, *, trim: float = 0.1,
+    heights: NDArray[np.float64],
+    regions: FootprintRegions,
+    *,
+    trim: float = 0.1,
     min_columns: int = 3,
 ) -> RegionHeights:
     """Trimmed-mean height of each region's columns (NaN columns ignored)."""
@@ -261,7 +265,12 @@ def measure_body(
     valid = 0.0
     if ct is not None:
         ct_vals = sample(ct, affine, grid, offset=ct_offset or offset, order=1, cval=-1000.0)
-        top_ct, bottom_ct = _refine_edges(ct_vals, grid.si, top, bottom, fp, params)
+        # voxel extent along the spine axis: |column j of the affine . si| summed in quadrature
+        along = float(
+            np.sqrt(np.sum((spacing * (np.linalg.inv(affine[:3, :3] / spacing) @ frame.si)) ** 2))
+        )
+        min_grad = params.ct_min_gradient_hu_per_mm / max(1.0, along)
+        top_ct, bottom_ct = _refine_edges(ct_vals, grid.si, top, bottom, fp, params, min_grad)
         hct_map = top_ct - bottom_ct
         core = regions.body
         valid = float(np.isfinite(hct_map[core]).mean()) if core.any() else 0.0

@@ -23,7 +23,13 @@ from scipy import ndimage
 
 from vertgrade.geometry.frames import LocalFrame
 from vertgrade.geometry.vertebra import isolate_body, locate_vertebrae, spine_frames
-from vertgrade.grading import GENANT_THRESHOLDS, fracture_type, genant_grade, grade_probability, rhlv
+from vertgrade.grading import (
+    GENANT_THRESHOLDS,
+    fracture_type,
+    genant_grade,
+    grade_probability,
+    rhlv,
+)
 from vertgrade.levels import GRADABLE_LABELS, anatomical_order, level_name, normative_shape
 from vertgrade.morphometry import BodyMeasurement, MorphometryParams, RegionHeights, measure_body
 from vertgrade.reference.base import MeasuredVertebra, Reference, ReferenceEstimator
@@ -159,13 +165,15 @@ def grade_study(
         if ct is not None:
             lo = np.maximum(np.array(v.offset) - ct_margin, 0)
             hi = np.minimum(np.array(v.offset) + np.array(body.shape) + ct_margin, ct.shape)
-            ct_crop = ct[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            ct_crop = ct[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
             ct_off = tuple(int(x) for x in lo)
-        meas[k] = measure_body(body, v.offset, affine, frames[k], ct=ct_crop,
-                               ct_offset=ct_off, params=cfg.morphometry)  # type: ignore[arg-type]
+        meas[k] = measure_body(
+            body, v.offset, affine, frames[k], ct=ct_crop, ct_offset=ct_off, params=cfg.morphometry
+        )  # type: ignore[arg-type]
         hu[k] = (
             _trabecular_hu(body, ct[v.slices], spacing, cfg.hu_core_erosion_mm)
-            if ct is not None else None
+            if ct is not None
+            else None
         )
         tick("measure", i + 1, len(order))
     timings["measure"] = time.perf_counter() - t1
@@ -188,7 +196,10 @@ def grade_study(
             f.append("cut_by_fov")
         elif v.touches_edge:
             f.append("posterior_elements_cut")
-        if given is None and not iso[k].footprint.canal_found:
+        fpi = iso[k].footprint
+        if given is None and not fpi.canal_found and fpi.kept_fraction < 0.9:
+            # posterior elements were cut away by shape alone (a label of the body alone, with
+            # nothing to cut, is not flagged)
             f.append("canal_not_found")
         m = meas[k]
         chosen, source = m.heights_mask, "mask"
@@ -205,23 +216,38 @@ def grade_study(
     measured = []
     for k in order:
         h, _ = primary[k]
-        usable = h is not None and "cut_by_fov" not in flags[k] and "implausible_size" not in flags[k]
+        usable = (
+            h is not None and "cut_by_fov" not in flags[k] and "implausible_size" not in flags[k]
+        )
         m = meas.get(k)
         hmap_mm = None
         if m is not None:
             src = primary[k][1]
             hmap_mm = m.height_map_ct_mm if src == "ct" else m.height_map.heights_mm
-        measured.append(MeasuredVertebra(
-            k, h, m.height_map if m else None, hmap_mm, m.regions if m else None, usable))
+        measured.append(
+            MeasuredVertebra(
+                k, h, m.height_map if m else None, hmap_mm, m.regions if m else None, usable
+            )
+        )
     refs = estimator.estimate(measured)
 
     results = []
     for mv in measured:
         k = mv.label
         results.append(
-            _grade_one(k, mv, refs.get(k), meas.get(k), primary[k][1], flags[k], hu.get(k),
-                       vox[k].centroid_mm, frames.get(k), getattr(estimator, "name", "custom"),
-                       cfg)
+            _grade_one(
+                k,
+                mv,
+                refs.get(k),
+                meas.get(k),
+                primary[k][1],
+                flags[k],
+                hu.get(k),
+                vox[k].centroid_mm,
+                frames.get(k),
+                getattr(estimator, "name", "custom"),
+                cfg,
+            )
         )
     timings["grade"] = time.perf_counter() - t2
 
@@ -310,7 +336,9 @@ def _flag_implausible(
 
 
 def _trabecular_hu(
-    body: NDArray[np.bool_], ct: NDArray[np.generic], spacing: NDArray[np.float64],
+    body: NDArray[np.bool_],
+    ct: NDArray[np.generic],
+    spacing: NDArray[np.float64],
     erosion_mm: float,
 ) -> float | None:
     dist = ndimage.distance_transform_edt(np.pad(body, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
@@ -366,7 +394,12 @@ def _grade_one(
     loss_map = None
     if h is not None and ref_h is not None:
         losses = {r: rhlv(h.get(r), ref_h.get(r)) for r in ("body", *REGIONS)}
-        if m is not None and ref is not None and ref.height_map_mm is not None and mv.heights_map_mm is not None:
+        if (
+            m is not None
+            and ref is not None
+            and ref.height_map_mm is not None
+            and mv.heights_map_mm is not None
+        ):
             with np.errstate(invalid="ignore", divide="ignore"):
                 lm = 1.0 - mv.heights_map_mm / ref.height_map_mm
             lm = np.where(m.height_map.footprint, np.clip(lm, -1.0, 1.0), np.nan)
@@ -380,12 +413,18 @@ def _grade_one(
             worst = max(regional)  # type: ignore[type-var]
             grade = genant_grade(worst, cfg.thresholds)  # type: ignore[arg-type]
             if grade >= 1:
-                ftype = fracture_type(anterior=losses["anterior"], middle=losses["middle"],  # type: ignore[arg-type]
-                                      posterior=losses["posterior"])  # type: ignore[arg-type]
+                ftype = fracture_type(
+                    anterior=losses["anterior"],
+                    middle=losses["middle"],  # type: ignore[arg-type]
+                    posterior=losses["posterior"],
+                )  # type: ignore[arg-type]
             assert ref is not None and h is not None
             hr = max(1e-6, min(float(h.get(r) or 0) for r in REGIONS))
-            sigma = (1.0 - worst) * float(np.hypot(  # type: ignore[operator]
-                ref.uncertainty, cfg.measurement_uncertainty_mm / hr))
+            sigma = (1.0 - worst) * float(
+                np.hypot(  # type: ignore[operator]
+                    ref.uncertainty, cfg.measurement_uncertainty_mm / hr
+                )
+            )
             conf = grade_probability(worst, sigma, cfg.thresholds)  # type: ignore[arg-type]
             for f in flags:
                 conf *= _FLAG_PENALTY.get(f, 1.0)

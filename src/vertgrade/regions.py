@@ -115,7 +115,9 @@ def footprint_regions(
 
     rows = np.flatnonzero((fp & band).any(axis=1))
     if rows.size == 0:
-        return FootprintRegions(core, empty, empty, empty, (0.0, 0.0), (centre - half, centre + half))
+        return FootprintRegions(
+            core, empty, empty, empty, (0.0, 0.0), (centre - half, centre + half)
+        )
     ap_lo, ap_hi = float(rows[0] * step_mm), float((rows[-1] + 1) * step_mm)
     third = (ap_hi - ap_lo) / 3.0
     ap_centres = ((np.arange(fp.shape[0]) + 0.5) * step_mm)[:, None]

@@ -67,8 +67,9 @@ class LossMap:
         return {
             "ap_mm": [round(float(x), 2) for x in self.ap_mm[::k]],
             "lr_mm": [round(float(x), 2) for x in self.lr_mm[::k]],
-            "values": [[None if not np.isfinite(x) else round(float(x), 4) for x in row]
-                       for row in v],
+            "values": [
+                [None if not np.isfinite(x) else round(float(x), 4) for x in row] for row in v
+            ],
         }
 
 
@@ -185,13 +186,37 @@ class VertebraResult:
 
 #: Columns of ``vertebrae.csv``, in order.
 CSV_COLUMNS: tuple[str, ...] = (
-    "label", "level", "status", "grade", "type", "rhlv", "rhlv_anterior", "rhlv_middle",
-    "rhlv_posterior", "height_anterior_mm", "height_middle_mm", "height_posterior_mm",
-    "height_body_mm", "heights_source", "ref_height_anterior_mm", "ref_height_middle_mm",
-    "ref_height_posterior_mm", "mask_height_anterior_mm", "mask_height_middle_mm",
-    "mask_height_posterior_mm", "ct_height_anterior_mm", "ct_height_middle_mm",
-    "ct_height_posterior_mm", "ratio_anterior_posterior", "ratio_middle_posterior",
-    "confidence", "flags", "reason", "reference_sources", "hu_trabecular", "volume_ml",
+    "label",
+    "level",
+    "status",
+    "grade",
+    "type",
+    "rhlv",
+    "rhlv_anterior",
+    "rhlv_middle",
+    "rhlv_posterior",
+    "height_anterior_mm",
+    "height_middle_mm",
+    "height_posterior_mm",
+    "height_body_mm",
+    "heights_source",
+    "ref_height_anterior_mm",
+    "ref_height_middle_mm",
+    "ref_height_posterior_mm",
+    "mask_height_anterior_mm",
+    "mask_height_middle_mm",
+    "mask_height_posterior_mm",
+    "ct_height_anterior_mm",
+    "ct_height_middle_mm",
+    "ct_height_posterior_mm",
+    "ratio_anterior_posterior",
+    "ratio_middle_posterior",
+    "confidence",
+    "flags",
+    "reason",
+    "reference_sources",
+    "hu_trabecular",
+    "volume_ml",
 )
 
 

@@ -47,6 +47,8 @@ class BodyFootprint:
     footprint: NDArray[np.bool_]
     canal_found: bool
     cut_ap_mm: float | None
+    #: share of the projection kept as body (about 1 for a label of the body alone)
+    kept_fraction: float = 1.0
 
 
 def _canal(projection: NDArray[np.bool_], step_mm: float) -> tuple[NDArray[np.bool_], bool]:
@@ -126,13 +128,15 @@ def body_footprint(projection: NDArray[np.bool_], *, step_mm: float) -> BodyFoot
         fp = _keep_major_parts(cand)
         if fp.any():
             mid = 0.5 * (lr_c[np.flatnonzero(fp.any(axis=0))[[0, -1]]].sum())
-            return BodyFootprint(fp, enclosed, float(icpt + slope * mid))
+            return BodyFootprint(
+                fp, enclosed, float(icpt + slope * mid), float(fp.sum() / proj.sum())
+            )
     cols = np.flatnonzero(proj.any(axis=0))
     width_mm = (cols[-1] - cols[0] + 1) * step_mm
     radius = max(1, round(width_mm / 6.0 / step_mm))
     opened = ndimage.binary_opening(proj, structure=disk(radius))
     fp = _keep_major_parts(opened if opened.any() else proj, largest_only=True)
-    return BodyFootprint(fp, False, None)
+    return BodyFootprint(fp, False, None, float(fp.sum() / proj.sum()))
 
 
 def _keep_major_parts(mask: NDArray[np.bool_], *, largest_only: bool = False) -> NDArray[np.bool_]:

@@ -84,7 +84,9 @@ class LocalFrame:
         return q @ self.rotation + self.origin
 
     def to_dict(self) -> dict[str, list[float]]:
-        return {k: [round(float(x), 6) for x in getattr(self, k)] for k in ("origin", "si", "ap", "lr")}
+        return {
+            k: [round(float(x), 6) for x in getattr(self, k)] for k in ("origin", "si", "ap", "lr")
+        }
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Resampling volumes into a vertebra's local frame.
 
-A :class:`LocalGrid` is a regular grid of points in a :class:`~vertgrade.geometry.frames.LocalFrame`,
-axes ``(si, ap, lr)`` in mm. :func:`sample` interpolates a (cropped) voxel array at those points.
+A :class:`LocalGrid` is a regular grid of points in a vertebra's
+:class:`~vertgrade.geometry.frames.LocalFrame`, axes ``(si, ap, lr)`` in mm; :func:`sample`
+interpolates a (cropped) voxel array at those points.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def sample(
         + dlr[:, None, None, None] * grid.lr[None, None, None, :]
     )
     src = array if array.dtype == np.float32 else array.astype(np.float32)
-    out = ndimage.map_coordinates(src, coords, order=order, mode="constant", cval=cval,
-                                  prefilter=False)
+    out = ndimage.map_coordinates(
+        src, coords, order=order, mode="constant", cval=cval, prefilter=False
+    )
     return out.astype(np.float32, copy=False)

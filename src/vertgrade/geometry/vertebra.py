@@ -79,7 +79,7 @@ def locate_vertebrae(
         )
         lo = np.maximum(start - margin, 0)
         hi = np.minimum(stop + margin, shape)
-        crop = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] == lab
+        crop = labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] == lab
         n_total = int(crop.sum())
         comp, n = ndimage.label(crop)
         n_frag, dropped = 1, 0.0
@@ -91,8 +91,16 @@ def locate_vertebrae(
             dropped = 1.0 - float(crop.sum()) / n_total
         idx = np.argwhere(crop).mean(axis=0) + lo
         centroid = affine[:3, :3] @ idx + affine[:3, 3]
-        out[lab] = VertebraVoxels(lab, crop, tuple(int(v) for v in lo), centroid,  # type: ignore[arg-type]
-                                  int(crop.sum()), n_frag, dropped, touches)
+        out[lab] = VertebraVoxels(
+            lab,
+            crop,
+            tuple(int(v) for v in lo),
+            centroid,  # type: ignore[arg-type]
+            int(crop.sum()),
+            n_frag,
+            dropped,
+            touches,
+        )
     return out
 
 
@@ -160,8 +168,9 @@ def isolate_body(
         spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
         lo = local.min(axis=0) - spacing.max()
         hi = local.max(axis=0) + spacing.max()
-        grid = LocalGrid.covering(frame, lo, hi, step_mm=(max(step_mm, 0.5 * spacing.min()),
-                                                          step_mm, step_mm))
+        grid = LocalGrid.covering(
+            frame, lo, hi, step_mm=(max(step_mm, 0.5 * spacing.min()), step_mm, step_mm)
+        )
         values = sample(vox.mask.astype(np.float32), affine, grid, offset=vox.offset, order=1)
         projection = (values >= 0.5).any(axis=0)
         fp = body_footprint(projection, step_mm=step_mm)

@@ -153,9 +153,7 @@ def _as_integer_labels(path: Path, data: NDArray[np.generic]) -> NDArray[np.inte
     return data.astype(out_dtype, copy=False)
 
 
-def save_nifti(
-    array: NDArray[np.generic], affine: NDArray[np.float64], path: str | Path
-) -> None:
+def save_nifti(array: NDArray[np.generic], affine: NDArray[np.float64], path: str | Path) -> None:
     """Write a NIfTI file atomically (temporary file, then rename); qform and sform set."""
     img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
     img.set_qform(affine, code=1)

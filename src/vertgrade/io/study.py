@@ -28,11 +28,17 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from vertgrade.errors import InputError
-from vertgrade.io.nifti import file_sha256, read_volume
+from vertgrade.io.nifti import _as_integer_labels, _check_ct, file_sha256, read_volume
 from vertgrade.levels import VERSE_LABELS, label_id, totalseg_total_to_verse
 from vertgrade.volume import GridInfo, Study, Volume
 
-__all__ = ["LabelFormat", "find_verse_files", "load_study", "read_verse_centroids"]
+__all__ = [
+    "LabelFormat",
+    "find_verse_files",
+    "load_study",
+    "read_verse_centroids",
+    "study_from_arrays",
+]
 
 LabelFormat = Literal["auto", "verse", "totalseg-total"]
 
@@ -116,9 +122,7 @@ def _read_totalseg_folder(folder: Path) -> tuple[Volume, GridInfo, list[str]]:
     return Volume(merged, vol0.affine, "labels", folder), grid0, notes
 
 
-def _convert_labels(
-    vol: Volume, label_format: LabelFormat, notes: list[str]
-) -> Volume:
+def _convert_labels(vol: Volume, label_format: LabelFormat, notes: list[str]) -> Volume:
     arr = vol.array
     present = np.flatnonzero(np.bincount(arr.ravel().astype(np.int64)))
     present = present[present > 0]
@@ -128,7 +132,9 @@ def _convert_labels(
     if fmt == "auto":
         fmt = "totalseg-total" if present.max() > 28 else "verse"
         if fmt == "totalseg-total":
-            notes.append("labels read as TotalSegmentator 'total' class ids (labels above 28 found)")
+            notes.append(
+                "labels read as TotalSegmentator 'total' class ids (labels above 28 found)"
+            )
     if fmt == "totalseg-total":
         lut = np.zeros(int(present.max()) + 1, np.uint8)
         kept = []
@@ -268,9 +274,15 @@ def load_study(
         inputs["centroids"] = centroid_path
         centroids = read_verse_centroids(centroid_path, lab_grid)
     return Study(
-        labels=lab_vol, grid=grid, subject=subject, ct=ct_vol, bodies=body_vol,
-        inputs=inputs, checksums={k: _checksum(p) for k, p in inputs.items()},
-        notes=tuple(notes), centroids=centroids,
+        labels=lab_vol,
+        grid=grid,
+        subject=subject,
+        ct=ct_vol,
+        bodies=body_vol,
+        inputs=inputs,
+        checksums={k: _checksum(p) for k, p in inputs.items()},
+        notes=tuple(notes),
+        centroids=centroids,
     )
 
 
@@ -293,3 +305,44 @@ def _subject_from_name(name: str) -> str:
         if stem.endswith(suffix):
             stem = stem[: -len(suffix)]
     return stem
+
+
+def study_from_arrays(
+    labels: NDArray[np.integer],
+    affine: NDArray[np.float64],
+    *,
+    ct: NDArray[np.generic] | None = None,
+    subject: str = "study",
+    label_format: LabelFormat = "auto",
+) -> Study:
+    """A study from in-memory arrays on one grid (for pipelines that already hold the images).
+
+    The arrays are validated and reoriented exactly as files are by :func:`load_study`.
+
+    Parameters
+    ----------
+    labels : (I, J, K) integer ndarray
+        Vertebra instance labels.
+    affine : (4, 4) ndarray
+        Voxel -> world (RAS+ mm) of both arrays.
+    ct : (I, J, K) ndarray, optional
+        CT in HU on the same grid.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if np.ndim(labels) != 3 or (ct is not None and np.shape(ct) != np.shape(labels)):
+        raise InputError(None, "labels must be 3D and the CT on the same grid")
+    ornt = nib.orientations.io_orientation(affine)
+    shape = tuple(int(n) for n in np.shape(labels))
+    can_aff = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+
+    def canon(a: NDArray[np.generic]) -> NDArray[np.generic]:
+        return np.ascontiguousarray(nib.orientations.apply_orientation(a, ornt))
+
+    notes: list[str] = []
+    lab = Volume(canon(_as_integer_labels(Path(subject), np.asarray(labels))), can_aff, "labels")
+    lab = _convert_labels(lab, label_format, notes)
+    ct_vol = None
+    if ct is not None:
+        ct_vol = Volume(canon(_check_ct(Path(subject), np.asarray(ct))), can_aff, "ct")
+    grid = GridInfo(shape=shape, affine=affine, ornt=ornt)  # type: ignore[arg-type]
+    return Study(labels=lab, grid=grid, subject=subject, ct=ct_vol, notes=tuple(notes))

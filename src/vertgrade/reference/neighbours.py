@@ -13,9 +13,9 @@ Which vertebrae are healthy is decided iteratively, so that fractured neighbours
 adjacent, do not drag the reference down:
 
 1. start from every usable vertebra, less those whose own shape departs from their level's shape
-   by more than ``shape_tolerance`` (a first guess only: step 3 can take them back) (anterior or middle height short relative to the posterior:
+   by more than ``shape_tolerance`` (anterior or middle height short relative to the posterior:
    wedge and biconcave deformities) and those more than ``healthy_loss`` smaller overall than the
-   study's median scale (crush);
+   study's median scale (crush); this is a first guess only, which step 3 can revise;
 2. compute every vertebra's reference from the current healthy set (itself excluded) and its
    largest regional height loss;
 3. the healthy set becomes the vertebrae whose loss is below ``healthy_loss``; repeat until it
@@ -131,9 +131,7 @@ class NeighbourReference:
             n = _norm(lab)
             heights = RegionHeights(**{k: n[k] * sc[k] for k in _KEYS})
             hmap = _reference_map(v, heights, [by_label[s] for s in sources])
-            out[lab] = Reference(
-                heights, hmap, tuple(level_name(s) for s in sources), unc, None
-            )
+            out[lab] = Reference(heights, hmap, tuple(level_name(s) for s in sources), unc, None)
         return out
 
     def _scale_for(
@@ -149,24 +147,24 @@ class NeighbourReference:
             key=lambda n: order_key(n) - p,
         )
         if not above and not below:
-            return (
-                f"no healthy vertebra within {self.max_level_gap:g} levels above or below"
-            )
+            return f"no healthy vertebra within {self.max_level_gap:g} levels above or below"
         if above and below:
             a, b = above[0], below[0]
             pa, pb = order_key(a), order_key(b)
             wa = (pb - p) / (pb - pa)
             sc = {k: wa * scales[a][k] + (1 - wa) * scales[b][k] for k in _KEYS}
-            spread = abs(
-                float(np.mean([scales[a][k] - scales[b][k] for k in REGIONS]))
-            ) / max(float(np.mean([sc[k] for k in REGIONS])), 1e-9)
+            spread = abs(float(np.mean([scales[a][k] - scales[b][k] for k in REGIONS]))) / max(
+                float(np.mean([sc[k] for k in REGIONS])), 1e-9
+            )
             unc = float(np.hypot(self.base_uncertainty, 0.5 * spread))
             return sc, (a, b), unc
         side = (above or below)[:2]
         weights = np.array([2.0, 1.0][: len(side)])
         weights /= weights.sum()
-        sc = {k: float(sum(w * scales[n][k] for w, n in zip(weights, side, strict=True)))
-              for k in _KEYS}
+        sc = {
+            k: float(sum(w * scales[n][k] for w, n in zip(weights, side, strict=True)))
+            for k in _KEYS
+        }
         return sc, tuple(side), 1.5 * self.base_uncertainty
 
 
@@ -201,8 +199,12 @@ def _reference_map(
     base = _profile(ref, u)[:, None] * np.ones((1, w.size))
     patterns = []
     for nb in neighbours:
-        if nb.height_map is None or nb.regions is None or nb.heights is None or \
-                nb.heights_map_mm is None:
+        if (
+            nb.height_map is None
+            or nb.regions is None
+            or nb.heights is None
+            or nb.heights_map_mm is None
+        ):
             continue
         nu, nw = _normalised_coords(nb)
         rel = nb.heights_map_mm / _profile(nb.heights, nu)[:, None]
