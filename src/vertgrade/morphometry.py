@@ -7,22 +7,30 @@ crosses 0.5 (linear interpolation between samples, so sub-voxel); the column's h
 distance. That is the *height map* over the body's axial footprint.
 
 Where a CT is given, each endplate is refined from the intensities: along the column, within a
-window around the mask's endplate, the outer cortical edge is where the CT rises most steeply
-from the disc into bone (largest gradient, located to sub-sample precision by a parabola through
-the three samples around it). Segmentations often smooth over endplate depressions; the CT edge
-does not.
+window around the mask's endplate, the cortical edge is where the CT rises most steeply from the
+disc into bone (largest gradient, located to sub-sample precision by a parabola through the three
+samples around it). Segmentations often smooth over endplate depressions; the CT edge does not.
+The steepest-gradient point of a thin bright cortex blurred by the scanner lies a few tenths of a
+millimetre outside the true surface (the cortex-to-trabecular fall behind it pulls the maximum
+outwards). That bias depends on the scanner's blur and is the same for every endplate of a scan,
+so it is calibrated per study: each endplate's mean CT-minus-mask offset over its core columns
+(outliers beyond 3.5 MADs dropped) is taken, and the median of those over all vertebrae of the
+study is removed from every CT edge (:func:`calibrate_ct`). A few fractured endplates do not
+move a median over the spine, and the mask's own sub-voxel quantisation error, which differs from
+vertebra to vertebra, averages out in it; the CT keeps each endplate's local shape (the
+depressions a segmentation smooths over) and its sub-voxel position.
 
-Regional heights are trimmed means (10 % cut at each end) of the columns in each third of the
-footprint (:mod:`vertgrade.regions`): robust to a few bad columns, unlike a single slice.
+Regional heights are robust means (outliers beyond 3.5 scaled MADs dropped) of all the columns
+in each third of the footprint (:mod:`vertgrade.regions`): robust to a few bad columns, and
+unlike a single slice, they use the whole footprint.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats
 
 from vertgrade.geometry.frames import LocalFrame
 from vertgrade.geometry.sampling import LocalGrid, sample, voxels_to_local
@@ -33,9 +41,11 @@ __all__ = [
     "HeightMap",
     "MorphometryParams",
     "RegionHeights",
+    "calibrate_ct",
     "height_map_from_profiles",
     "measure_body",
     "region_heights",
+    "robust_mean",
 ]
 
 
@@ -53,7 +63,6 @@ class MorphometryParams:
     #: trusted. Divided by the voxel size along the spine where that is above 1 mm (thick
     #: slices spread the same edge over more millimetres).
     ct_min_gradient_hu_per_mm: float = 80.0
-    trim: float = 0.1
     regions: RegionParams = field(default_factory=RegionParams)
 
 
@@ -184,19 +193,38 @@ def _refine_edges(
     return top_ct, bottom_ct
 
 
+def _mean_offset(diff: NDArray[np.float64], core: NDArray[np.bool_]) -> float:
+    """Robust mean of ``diff`` over the core's valid columns (NaN if it has fewer than 10)."""
+    vals = diff[core & np.isfinite(diff)]
+    return robust_mean(vals) if vals.size >= 10 else float("nan")
+
+
+def robust_mean(values: NDArray[np.float64], *, k: float = 3.5) -> float:
+    """Mean of the values within ``k`` scaled median absolute deviations of their median.
+
+    Columns hit by a segmentation spike or a missed edge are dropped; a smooth, skewed
+    distribution (the heights across a depressed endplate) keeps its true mean, which a trimmed
+    mean would not.
+
+    >>> robust_mean(np.array([10.0, 10.2, 9.8, 10.1, 30.0]))
+    10.025
+    """
+    med = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - med)))
+    if mad > 0:
+        values = values[np.abs(values - med) <= k * mad]
+    return float(np.mean(values))
+
+
 def region_heights(
-    heights: NDArray[np.float64],
-    regions: FootprintRegions,
-    *,
-    trim: float = 0.1,
-    min_columns: int = 3,
+    heights: NDArray[np.float64], regions: FootprintRegions, *, min_columns: int = 3
 ) -> RegionHeights:
-    """Trimmed-mean height of each region's columns (NaN columns ignored)."""
+    """Robust mean height (:func:`robust_mean`) of each region's columns; NaN columns ignored."""
     out: dict[str, float | None] = {}
     for name in ("body", *REGIONS):
         vals = heights[regions.mask(name)]
         vals = vals[np.isfinite(vals)]
-        out[name] = float(stats.trim_mean(vals, trim)) if vals.size >= min_columns else None
+        out[name] = robust_mean(vals) if vals.size >= min_columns else None
     return RegionHeights(**out)
 
 
@@ -205,7 +233,9 @@ class BodyMeasurement:
     """Everything measured on one body.
 
     ``heights_ct`` is ``None`` without a CT; ``ct_valid_fraction`` is the share of core columns
-    whose two CT edges were found.
+    whose two CT edges were found; ``ct_edge_offset_mm`` is the (superior, inferior) mean
+    CT-minus-mask endplate offset over the core columns, before calibration; ``ct_shift_mm`` is
+    the height correction applied (see :func:`calibrate_ct`).
     """
 
     height_map: HeightMap
@@ -217,6 +247,23 @@ class BodyMeasurement:
     volume_ml: float
     width_mm: float
     depth_mm: float
+    height_map_ct_raw_mm: NDArray[np.float64] | None = None
+    ct_edge_offset_mm: tuple[float, float] | None = None
+    ct_shift_mm: float = 0.0
+
+
+def calibrate_ct(
+    m: BodyMeasurement, top_offset_mm: float, bottom_offset_mm: float
+) -> BodyMeasurement:
+    """CT heights with the edge detector's bias removed: superior edges moved down by
+    ``top_offset_mm``, inferior edges up by ``-bottom_offset_mm`` (offsets are CT minus mask)."""
+    if m.height_map_ct_raw_mm is None:
+        return m
+    shift = top_offset_mm - bottom_offset_mm
+    hmap = m.height_map_ct_raw_mm - shift
+    return replace(
+        m, height_map_ct_mm=hmap, heights_ct=region_heights(hmap, m.regions), ct_shift_mm=shift
+    )
 
 
 def measure_body(
@@ -259,10 +306,10 @@ def measure_body(
     hmap = HeightMap(grid.ap, grid.lr, top, bottom, fp)
     regions = footprint_regions(fp, step_mm=step, params=params.regions)
     heights = hmap.heights_mm
-    h_mask = region_heights(heights, regions, trim=params.trim)
-    h_ct: RegionHeights | None = None
-    hct_map: NDArray[np.float64] | None = None
+    h_mask = region_heights(heights, regions)
     valid = 0.0
+    raw_map: NDArray[np.float64] | None = None
+    offsets = (0.0, 0.0)
     if ct is not None:
         ct_vals = sample(ct, affine, grid, offset=ct_offset or offset, order=1, cval=-1000.0)
         # voxel extent along the spine axis: |column j of the affine . si| summed in quadrature
@@ -271,13 +318,21 @@ def measure_body(
         )
         min_grad = params.ct_min_gradient_hu_per_mm / max(1.0, along)
         top_ct, bottom_ct = _refine_edges(ct_vals, grid.si, top, bottom, fp, params, min_grad)
-        hct_map = top_ct - bottom_ct
+        offsets = (
+            _mean_offset(top_ct - top, regions.body),
+            _mean_offset(bottom_ct - bottom, regions.body),
+        )
+        raw_map = top_ct - bottom_ct
         core = regions.body
-        valid = float(np.isfinite(hct_map[core]).mean()) if core.any() else 0.0
-        h_ct = region_heights(hct_map, regions, trim=params.trim)
+        valid = float(np.isfinite(raw_map[core]).mean()) if core.any() else 0.0
     cols = np.flatnonzero(fp.any(axis=0))
     rows = np.flatnonzero(fp.any(axis=1))
     width = float((cols[-1] - cols[0] + 1) * step) if cols.size else 0.0
     depth = float((rows[-1] - rows[0] + 1) * step) if rows.size else 0.0
     volume = float(body.sum() * np.prod(spacing) / 1000.0)
-    return BodyMeasurement(hmap, regions, h_mask, h_ct, hct_map, valid, volume, width, depth)
+    m = BodyMeasurement(hmap, regions, h_mask, None, None, valid, volume, width, depth)
+    if ct is None:
+        return m
+    m = replace(m, height_map_ct_raw_mm=raw_map, ct_edge_offset_mm=offsets)
+    # calibrated on this body alone; grade_study recalibrates over the whole study
+    return calibrate_ct(m, *(0.0 if not np.isfinite(o) else o for o in offsets))

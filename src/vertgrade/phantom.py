@@ -490,9 +490,7 @@ class _Body:
     after: dict[str, float]
 
 
-def _build_body(
-    label: int, scale: float, factor: float, fracture: FractureSpec | None
-) -> _Body:
+def _build_body(label: int, scale: float, factor: float, fracture: FractureSpec | None) -> _Body:
     """Shape one body: footprint from the level table, heights solved against the norm."""
     width = _anatomy(label, "body_width") * scale
     depth = _anatomy(label, "body_depth") * scale
@@ -619,8 +617,15 @@ def _box_corners(
     frame: LocalFrame, lo: Sequence[float], hi: Sequence[float]
 ) -> NDArray[np.float64]:
     """World positions (8, 3) of the corners of a local box ``lo..hi`` (``(u, ap, lr)`` mm)."""
-    local = np.array([[(lo, hi)[i][0], (lo, hi)[j][1], (lo, hi)[k][2]]
-                      for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=float)
+    local = np.array(
+        [
+            [(lo, hi)[i][0], (lo, hi)[j][1], (lo, hi)[k][2]]
+            for i in (0, 1)
+            for j in (0, 1)
+            for k in (0, 1)
+        ],
+        dtype=float,
+    )
     return frame.to_world(local)
 
 
@@ -703,8 +708,9 @@ def _posterior_parts(
     sp_r2 = _anatomy(label, "spinous_half_width") * s
 
     def spinous_sd(coords: Sequence[_Coords]) -> _Array:
-        return _capsule_sd(coords[0], sp_start, sp_dir, sp_len, sp_ax1, (0.0, 0.0, 1.0),
-                           sp_r1, sp_r2)
+        return _capsule_sd(
+            coords[0], sp_start, sp_dir, sp_len, sp_ax1, (0.0, 0.0, 1.0), sp_r1, sp_r2
+        )
 
     lo, hi = _capsule_box(sp_start, sp_dir, sp_len, max(sp_r1, sp_r2) + margin)
     parts.append(_Part((frame,), _box_corners(frame, lo, hi), spinous_sd))
@@ -836,8 +842,14 @@ def _sagittal_frames(
 # Voxel grid and rasterisation
 # ---------------------------------------------------------------------------------------------
 
-_AXIS_LETTERS = {"R": (0, 1.0), "L": (0, -1.0), "A": (1, 1.0), "P": (1, -1.0),
-                 "S": (2, 1.0), "I": (2, -1.0)}
+_AXIS_LETTERS = {
+    "R": (0, 1.0),
+    "L": (0, -1.0),
+    "A": (1, 1.0),
+    "P": (1, -1.0),
+    "S": (2, 1.0),
+    "I": (2, -1.0),
+}
 
 
 def _parse_orientation(orientation: str) -> list[tuple[int, float]]:
@@ -973,9 +985,7 @@ def _parse_levels(levels: str | Iterable[str | int]) -> list[int]:
         raise ValueError("no levels requested")
     bad = [v for v in out if not 8 <= v <= 24]
     if bad:
-        raise ValueError(
-            f"the phantom has T1-L5 only; got {', '.join(level_name(v) for v in bad)}"
-        )
+        raise ValueError(f"the phantom has T1-L5 only; got {', '.join(level_name(v) for v in bad)}")
     if len(set(out)) != len(out):
         raise ValueError(f"levels repeat: {levels!r}")
     out = sorted(out)
@@ -1129,9 +1139,9 @@ def make_phantom(
 
     # Grid: in-plane axes e1 (R), e2 (A) rotated about S; field of view around trunk / spine.
     phi = math.radians(oblique_deg)
-    rot = np.array([[math.cos(phi), -math.sin(phi), 0.0],
-                    [math.sin(phi), math.cos(phi), 0.0],
-                    [0.0, 0.0, 1.0]])
+    rot = np.array(
+        [[math.cos(phi), -math.sin(phi), 0.0], [math.sin(phi), math.cos(phi), 0.0], [0.0, 0.0, 1.0]]
+    )
     corners = np.concatenate(
         [p.corners for p in body_parts.values()]
         + [p.corners for ps in pe_parts.values() for p in ps]
@@ -1182,19 +1192,34 @@ def make_phantom(
     for disc in disc_parts:
         _paint(grid, ct, [disc], sigma=sigma, hu=_HU_DISC)
     for lab in labels:
-        _paint(grid, ct, pe_parts[lab], sigma=sigma, hu=_HU_POSTERIOR, label=lab,
-               label_volumes=(label_vol,))
-        _paint(grid, ct, [body_parts[lab]], sigma=sigma, hu=_HU_CORTEX, core_hu=trabecular_hu,
-               label=lab, label_volumes=(label_vol, body_vol))
+        _paint(
+            grid,
+            ct,
+            pe_parts[lab],
+            sigma=sigma,
+            hu=_HU_POSTERIOR,
+            label=lab,
+            label_volumes=(label_vol,),
+        )
+        _paint(
+            grid,
+            ct,
+            [body_parts[lab]],
+            sigma=sigma,
+            hu=_HU_CORTEX,
+            core_hu=trabecular_hu,
+            label=lab,
+            label_volumes=(label_vol, body_vol),
+        )
 
     if noise_hu > 0:
         rng = np.random.default_rng(int(seed))
         per_slab = max(1, shape[1] * shape[2])
         chunk = max(1, (1 << 23) // per_slab)
         for start in range(0, shape[0], chunk):
-            block = ct[start:start + chunk].astype(np.float32)
+            block = ct[start : start + chunk].astype(np.float32)
             block += rng.standard_normal(block.shape, dtype=np.float32) * np.float32(noise_hu)
-            ct[start:start + chunk] = np.rint(np.clip(block, *_CT_RANGE)).astype(np.int16)
+            ct[start : start + chunk] = np.rint(np.clip(block, *_CT_RANGE)).astype(np.int16)
 
     truth = tuple(_truth(lab, bodies[lab], specs.get(lab), frames[lab]) for lab in labels)
     return Phantom(

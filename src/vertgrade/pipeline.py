@@ -22,7 +22,12 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from vertgrade.geometry.frames import LocalFrame
-from vertgrade.geometry.vertebra import isolate_body, locate_vertebrae, spine_frames
+from vertgrade.geometry.vertebra import (
+    find_objects,
+    isolate_body,
+    locate_vertebrae,
+    spine_frames,
+)
 from vertgrade.grading import (
     GENANT_THRESHOLDS,
     fracture_type,
@@ -31,7 +36,13 @@ from vertgrade.grading import (
     rhlv,
 )
 from vertgrade.levels import GRADABLE_LABELS, anatomical_order, level_name, normative_shape
-from vertgrade.morphometry import BodyMeasurement, MorphometryParams, RegionHeights, measure_body
+from vertgrade.morphometry import (
+    BodyMeasurement,
+    MorphometryParams,
+    RegionHeights,
+    calibrate_ct,
+    measure_body,
+)
 from vertgrade.reference.base import MeasuredVertebra, Reference, ReferenceEstimator
 from vertgrade.reference.neighbours import NeighbourReference
 from vertgrade.regions import REGIONS
@@ -130,9 +141,9 @@ def grade_study(
 
     labels = study.labels.array
     affine = study.labels.affine
-    present = np.flatnonzero(np.bincount(labels.ravel().astype(np.int64)))
-    wanted = anatomical_order([int(v) for v in present if v > 0])
-    vox = locate_vertebrae(labels, affine, wanted)
+    objects = find_objects(labels)
+    wanted = anatomical_order([i + 1 for i, sl in enumerate(objects) if sl is not None])
+    vox = locate_vertebrae(labels, affine, wanted, objects=objects)
     order = anatomical_order(list(vox))
 
     # --- geometry: two passes, whole-vertebra centres, then body centres -------------------
@@ -176,6 +187,13 @@ def grade_study(
             else None
         )
         tick("measure", i + 1, len(order))
+    # the CT edge detector's bias, calibrated over all endplates of the study
+    offs = [m.ct_edge_offset_mm for m in meas.values() if m.ct_edge_offset_mm is not None]
+    offs = [o for o in offs if all(np.isfinite(o))]
+    if offs:
+        top_off = float(np.median([o[0] for o in offs]))
+        bottom_off = float(np.median([o[1] for o in offs]))
+        meas = {k: calibrate_ct(m, top_off, bottom_off) for k, m in meas.items()}
     timings["measure"] = time.perf_counter() - t1
 
     # --- reference and grading -----------------------------------------------------------------

@@ -24,6 +24,7 @@ from vertgrade.levels import anatomical_order
 __all__ = [
     "BodyIsolation",
     "VertebraVoxels",
+    "find_objects",
     "isolate_body",
     "locate_vertebrae",
     "spine_frames",
@@ -56,13 +57,48 @@ class VertebraVoxels:
         return tuple(slice(o, o + n) for o, n in zip(self.offset, self.mask.shape, strict=True))  # type: ignore[return-value]
 
 
+def find_objects(labels: NDArray[np.integer]) -> list[tuple[slice, slice, slice] | None]:
+    """``scipy.ndimage.find_objects`` in the array's memory order.
+
+    Reoriented volumes are views with swapped or reversed axes; scanning them in index order
+    jumps through memory and is ten times slower than scanning the same memory in order.
+
+    >>> a = np.zeros((4, 5, 6), np.uint8); a[1:3, 2, 3:5] = 2
+    >>> find_objects(np.asfortranarray(a)[::-1]) == ndimage.find_objects(a[::-1])
+    True
+    """
+    order = np.argsort([-abs(st) for st in labels.strides], kind="stable")
+    view = labels.transpose(order)
+    flips = [view.strides[i] < 0 for i in range(labels.ndim)]
+    view = view[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
+    out: list[tuple[slice, slice, slice] | None] = []
+    for obj in ndimage.find_objects(view):
+        if obj is None:
+            out.append(None)
+            continue
+        back: list[slice] = [slice(0)] * labels.ndim
+        for vi, ax in enumerate(order):
+            sl, n = obj[vi], labels.shape[ax]
+            back[ax] = slice(n - sl.stop, n - sl.start) if flips[vi] else sl
+        out.append(tuple(back))  # type: ignore[arg-type]
+    return out
+
+
 def locate_vertebrae(
-    labels: NDArray[np.integer], affine: NDArray[np.float64], wanted: list[int]
+    labels: NDArray[np.integer],
+    affine: NDArray[np.float64],
+    wanted: list[int],
+    *,
+    objects: list[tuple[slice, slice, slice] | None] | None = None,
 ) -> dict[int, VertebraVoxels]:
-    """Crop each wanted label, drop small stray pieces, compute its centroid (world mm)."""
+    """Crop each wanted label, drop small stray pieces, compute its centroid (world mm).
+
+    ``objects`` are the labels' bounding boxes from :func:`find_objects`, if already known.
+    """
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     margin = np.ceil(_MARGIN_MM / spacing).astype(int)
-    objects = ndimage.find_objects(labels, max_label=max(wanted) if wanted else 0)
+    if objects is None:
+        objects = find_objects(labels)
     shape = np.array(labels.shape)
     out: dict[int, VertebraVoxels] = {}
     for lab in wanted:

@@ -104,7 +104,8 @@ def read_volume(
     canonical = nib.orientations.apply_orientation(data, ornt)
     can_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
     grid = GridInfo(shape=shape, affine=affine, ornt=ornt)  # type: ignore[arg-type]
-    return Volume(np.ascontiguousarray(canonical), can_affine, kind, path), grid
+    # a view: flips and axis swaps only, no copy of a possibly large volume
+    return Volume(canonical, can_affine, kind, path), grid
 
 
 def _short(err: BaseException) -> str:

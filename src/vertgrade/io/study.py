@@ -124,8 +124,7 @@ def _read_totalseg_folder(folder: Path) -> tuple[Volume, GridInfo, list[str]]:
 
 def _convert_labels(vol: Volume, label_format: LabelFormat, notes: list[str]) -> Volume:
     arr = vol.array
-    present = np.flatnonzero(np.bincount(arr.ravel().astype(np.int64)))
-    present = present[present > 0]
+    present = present_labels(arr)
     if present.size == 0:
         raise InputError(vol.source, "label map is empty (no labelled voxel)")
     fmt = label_format
@@ -158,6 +157,14 @@ def _convert_labels(vol: Volume, label_format: LabelFormat, notes: list[str]) ->
             "--label-format totalseg-total",
         )
     return vol
+
+
+def present_labels(arr: NDArray[np.integer]) -> NDArray[np.int64]:
+    """The non-zero labels present in an integer array (one pass, no large temporary)."""
+    from vertgrade.geometry.vertebra import find_objects
+
+    objects = find_objects(arr)
+    return np.array([i + 1 for i, sl in enumerate(objects) if sl is not None], dtype=np.int64)
 
 
 def _same_grid(a: Volume, b: Volume) -> bool:
@@ -336,7 +343,7 @@ def study_from_arrays(
     can_aff = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
 
     def canon(a: NDArray[np.generic]) -> NDArray[np.generic]:
-        return np.ascontiguousarray(nib.orientations.apply_orientation(a, ornt))
+        return nib.orientations.apply_orientation(a, ornt)
 
     notes: list[str] = []
     lab = Volume(canon(_as_integer_labels(Path(subject), np.asarray(labels))), can_aff, "labels")
