@@ -58,8 +58,9 @@ def make_input(work: Path) -> None:
         return
     specs = [FractureSpec.parse(s) for s in ("T7:wedge:0.3", "T12:crush:0.35", "L1:biconcave:0.28")]
     t = time.perf_counter()
-    ph = make_phantom("T1-L5", specs, orientation="LPS", spacing=(1.0, 1.0, 1.0),
-                      fov_mm=(512.0, 512.0), seed=0)
+    ph = make_phantom(
+        "T1-L5", specs, orientation="LPS", spacing=(1.0, 1.0, 1.0), fov_mm=(512.0, 512.0), seed=0
+    )
     write_phantom(ph, work, force=True)
     print(f"phantom T1-L5 {ph.ct.shape} written in {time.perf_counter() - t:.1f} s")
 
@@ -73,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     make_input(args.workdir)
 
     def child(mode: str) -> dict:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(args.workdir), mode],
-                             check=True, capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(args.workdir), mode],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     floors = [child("floor")["load_files"] for _ in range(args.repeat)]

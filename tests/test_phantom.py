@@ -399,8 +399,11 @@ def test_write_phantom(tmp_path: Path) -> None:
     out = tmp_path / "phantom"
     paths = write_phantom(ph, out)
     assert sorted(p.name for p in out.iterdir()) == ["ct.nii.gz", "labels.nii.gz", "truth.csv"]
-    assert paths == {"ct": out / "ct.nii.gz", "labels": out / "labels.nii.gz",
-                     "truth": out / "truth.csv"}
+    assert paths == {
+        "ct": out / "ct.nii.gz",
+        "labels": out / "labels.nii.gz",
+        "truth": out / "truth.csv",
+    }
     ct = nib.Nifti1Image.from_filename(paths["ct"])
     labels = nib.Nifti1Image.from_filename(paths["labels"])
     np.testing.assert_allclose(ct.affine, ph.affine, atol=1e-5)

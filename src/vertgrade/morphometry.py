@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from vertgrade.geometry.frames import LocalFrame
 from vertgrade.geometry.sampling import LocalGrid, sample, voxels_to_local
@@ -55,6 +56,10 @@ class MorphometryParams:
 
     step_ap_lr_mm: float = 1.0
     step_si_mm: float = 0.5
+    #: Gaussian smoothing of the binary mask before it is interpolated, in mm (at most one voxel
+    #: per axis): turns the voxel staircase of a surface oblique to the grid into a sub-voxel
+    #: surface, without shrinking the body along coarse axes.
+    mask_smoothing_mm: float = 1.0
     #: CT edge search window: this far into the mask and this far out of it, mm. Endplate
     #: depressions that segmentations smooth over are a few mm deep.
     ct_search_in_mm: float = 5.0
@@ -63,6 +68,9 @@ class MorphometryParams:
     #: trusted. Divided by the voxel size along the spine where that is above 1 mm (thick
     #: slices spread the same edge over more millimetres).
     ct_min_gradient_hu_per_mm: float = 80.0
+    #: Columns shorter than this fraction of the body's median column height are left out of
+    #: the regions (edge slivers); a collapsed column of a severe fracture keeps more than this.
+    min_column_fraction: float = 0.25
     regions: RegionParams = field(default_factory=RegionParams)
 
 
@@ -193,6 +201,10 @@ def _refine_edges(
     return top_ct, bottom_ct
 
 
+def _median(values: NDArray[np.float64]) -> float:
+    return float(np.median(values)) if values.size else 0.0
+
+
 def _mean_offset(diff: NDArray[np.float64], core: NDArray[np.bool_]) -> float:
     """Robust mean of ``diff`` over the core's valid columns (NaN if it has fewer than 10)."""
     vals = diff[core & np.isfinite(diff)]
@@ -301,11 +313,18 @@ def measure_body(
     lo, hi = local.min(axis=0) - pad, local.max(axis=0) + pad
     step = params.step_ap_lr_mm
     grid = LocalGrid.covering(frame, lo, hi, step_mm=(params.step_si_mm, step, step))
-    values = sample(body.astype(np.float32), affine, grid, offset=offset, order=1)
+    smooth = body.astype(np.float32)
+    if params.mask_smoothing_mm > 0:
+        sigma = np.minimum(1.0, params.mask_smoothing_mm / spacing)
+        smooth = ndimage.gaussian_filter(smooth, sigma, mode="constant")
+    values = sample(smooth, affine, grid, offset=offset, order=1)
     top, bottom, fp = height_map_from_profiles(values, grid.si)
     hmap = HeightMap(grid.ap, grid.lr, top, bottom, fp)
-    regions = footprint_regions(fp, step_mm=step, params=params.regions)
     heights = hmap.heights_mm
+    # Columns that only clip the body's rounded edge, or its side where the frame is tilted by a
+    # degree or two, are a few mm tall; they would stretch the extent that the thirds divide.
+    tall = fp & (np.nan_to_num(heights) >= params.min_column_fraction * _median(heights[fp]))
+    regions = footprint_regions(tall, step_mm=step, params=params.regions)
     h_mask = region_heights(heights, regions)
     valid = 0.0
     raw_map: NDArray[np.float64] | None = None

@@ -23,6 +23,8 @@ from scipy import ndimage
 
 from vertgrade.geometry.frames import LocalFrame
 from vertgrade.geometry.vertebra import (
+    BodyIsolation,
+    VertebraVoxels,
     find_objects,
     isolate_body,
     locate_vertebrae,
@@ -73,6 +75,8 @@ class GradingConfig:
         Mask and CT heights disagree when a regional height differs by more than both.
     measurement_uncertainty_mm : float
         Standard uncertainty of one regional height, for the confidence.
+    refine_frames : bool
+        Refit the centreline without the vertebrae found deformed, and measure again.
     """
 
     morphometry: MorphometryParams = field(default_factory=MorphometryParams)
@@ -83,6 +87,7 @@ class GradingConfig:
     disagreement_mm: float = 2.0
     disagreement_fraction: float = 0.10
     measurement_uncertainty_mm: float = 0.5
+    refine_frames: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,12 +166,92 @@ def grade_study(
         tick("geometry", len(order) + i + 1, 2 * len(order))
     timings["geometry"] = time.perf_counter() - t0
 
-    # --- measurement ------------------------------------------------------------------------
+    # --- measurement, reference ----------------------------------------------------------------
     t1 = time.perf_counter()
+    meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
+    hu = _hu_all(order, vox, iso, study, cfg)
+    timings["measure"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    flags, primary, measured = _assess(order, vox, iso, meas, study, cfg)
+    refs = estimator.estimate(measured)
+    # Fractured vertebrae have displaced centres that bend the centreline and tilt the frames
+    # of their neighbours and their own: refit the curve through the others, measure again.
+    deformed = _deformed(measured, refs, cfg.neighbours.healthy_loss)
+    # only where the curve interpolates: past the last sound vertebra it would extrapolate
+    sound = [i for i, k in enumerate(order) if k not in deformed]
+    deformed = {
+        k for i, k in enumerate(order) if k in deformed and sound and sound[0] < i < sound[-1]
+    }
+    if cfg.refine_frames and deformed and len(order) - len(deformed) >= 2:
+        frames = spine_frames(
+            {k: iso[k].centroid_mm for k in order},
+            fit_labels=[k for k in order if k not in deformed],
+        )
+        t3 = time.perf_counter()
+        meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
+        timings["measure"] += time.perf_counter() - t3
+        flags, primary, measured = _assess(order, vox, iso, meas, study, cfg)
+        refs = estimator.estimate(measured)
+
+    results = []
+    for mv in measured:
+        k = mv.label
+        results.append(
+            _grade_one(
+                k,
+                mv,
+                refs.get(k),
+                meas.get(k),
+                primary[k][1],
+                flags[k],
+                hu.get(k),
+                iso[k].centroid_mm,
+                frames.get(k),
+                getattr(estimator, "name", "custom"),
+                cfg,
+            )
+        )
+    timings["grade"] = time.perf_counter() - t2
+
+    bodies = np.zeros(labels.shape, np.uint8 if max(order, default=0) < 256 else np.uint16)
+    for k in order:
+        sub = bodies[vox[k].slices]
+        sub[iso[k].body] = k
+    provenance = {
+        "inputs": {
+            role: {"path": str(path), "sha256": study.checksums.get(role)}
+            for role, path in sorted(study.inputs.items())
+        },
+        "parameters": cfg.to_dict(),
+        "reference_estimator": getattr(estimator, "name", type(estimator).__name__),
+        "versions": _versions(),
+    }
+    return SpineResult(
+        subject=study.subject,
+        vertebrae=tuple(results),
+        provenance=provenance,
+        notes=study.notes,
+        bodies=bodies,
+        bodies_affine=affine,
+        grid=study.grid,
+        timings_s=timings,
+    )
+
+
+def _measure_all(
+    order: list[int],
+    vox: dict[int, VertebraVoxels],
+    iso: dict[int, BodyIsolation],
+    frames: dict[int, LocalFrame],
+    study: Study,
+    cfg: GradingConfig,
+    tick: Callable[[str, int, int], None],
+) -> dict[int, BodyMeasurement]:
+    """Height maps of every isolated body, CT edges calibrated over the study."""
+    affine = study.labels.affine
     spacing = study.labels.spacing
     ct = study.ct.array if study.ct is not None else None
     meas: dict[int, BodyMeasurement] = {}
-    hu: dict[int, float | None] = {}
     ct_margin = np.ceil(12.0 / spacing).astype(int)
     for i, k in enumerate(order):
         v, body = vox[k], iso[k].body
@@ -177,14 +262,9 @@ def grade_study(
             lo = np.maximum(np.array(v.offset) - ct_margin, 0)
             hi = np.minimum(np.array(v.offset) + np.array(body.shape) + ct_margin, ct.shape)
             ct_crop = ct[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-            ct_off = tuple(int(x) for x in lo)
+            ct_off = (int(lo[0]), int(lo[1]), int(lo[2]))
         meas[k] = measure_body(
             body, v.offset, affine, frames[k], ct=ct_crop, ct_offset=ct_off, params=cfg.morphometry
-        )  # type: ignore[arg-type]
-        hu[k] = (
-            _trabecular_hu(body, ct[v.slices], spacing, cfg.hu_core_erosion_mm)
-            if ct is not None
-            else None
         )
         tick("measure", i + 1, len(order))
     # the CT edge detector's bias, calibrated over all endplates of the study
@@ -194,10 +274,42 @@ def grade_study(
         top_off = float(np.median([o[0] for o in offs]))
         bottom_off = float(np.median([o[1] for o in offs]))
         meas = {k: calibrate_ct(m, top_off, bottom_off) for k, m in meas.items()}
-    timings["measure"] = time.perf_counter() - t1
+    return meas
 
-    # --- reference and grading -----------------------------------------------------------------
-    t2 = time.perf_counter()
+
+def _hu_all(
+    order: list[int],
+    vox: dict[int, VertebraVoxels],
+    iso: dict[int, BodyIsolation],
+    study: Study,
+    cfg: GradingConfig,
+) -> dict[int, float | None]:
+    if study.ct is None:
+        return dict.fromkeys(order)
+    ct = study.ct.array
+    return {
+        k: _trabecular_hu(
+            iso[k].body, ct[vox[k].slices], study.labels.spacing, cfg.hu_core_erosion_mm
+        )
+        if iso[k].body.any()
+        else None
+        for k in order
+    }
+
+
+def _assess(
+    order: list[int],
+    vox: dict[int, VertebraVoxels],
+    iso: dict[int, BodyIsolation],
+    meas: dict[int, BodyMeasurement],
+    study: Study,
+    cfg: GradingConfig,
+) -> tuple[
+    dict[int, list[str]], dict[int, tuple[RegionHeights | None, str | None]], list[MeasuredVertebra]
+]:
+    """QC flags, the heights to grade on (CT or mask), and what the reference may use."""
+    shape = study.labels.shape
+    given = study.bodies is not None
     flags: dict[int, list[str]] = {k: [] for k in order}
     primary: dict[int, tuple[RegionHeights | None, str | None]] = {}
     for k in order:
@@ -209,13 +321,13 @@ def grade_study(
             f.append("no_body")
             primary[k] = (None, None)
             continue
-        body_touch = _body_touches_edge(iso[k].body, v.offset, labels.shape)
+        body_touch = _body_touches_edge(iso[k].body, v.offset, shape)
         if body_touch:
             f.append("cut_by_fov")
         elif v.touches_edge:
             f.append("posterior_elements_cut")
         fpi = iso[k].footprint
-        if given is None and not fpi.canal_found and fpi.kept_fraction < 0.9:
+        if not given and not fpi.canal_found and fpi.kept_fraction < 0.9:
             # posterior elements were cut away by shape alone (a label of the body alone, with
             # nothing to cut, is not flagged)
             f.append("canal_not_found")
@@ -247,51 +359,25 @@ def grade_study(
                 k, h, m.height_map if m else None, hmap_mm, m.regions if m else None, usable
             )
         )
-    refs = estimator.estimate(measured)
+    return flags, primary, measured
 
-    results = []
+
+def _deformed(
+    measured: list[MeasuredVertebra], refs: dict[int, Reference], healthy_loss: float
+) -> set[int]:
+    """Vertebrae that cannot anchor the centreline: unusable, or losing >= ``healthy_loss``."""
+    out = set()
     for mv in measured:
-        k = mv.label
-        results.append(
-            _grade_one(
-                k,
-                mv,
-                refs.get(k),
-                meas.get(k),
-                primary[k][1],
-                flags[k],
-                hu.get(k),
-                vox[k].centroid_mm,
-                frames.get(k),
-                getattr(estimator, "name", "custom"),
-                cfg,
-            )
-        )
-    timings["grade"] = time.perf_counter() - t2
-
-    bodies = np.zeros(labels.shape, np.uint8 if max(order, default=0) < 256 else np.uint16)
-    for k in order:
-        sub = bodies[vox[k].slices]
-        sub[iso[k].body] = k
-    provenance = {
-        "inputs": {
-            role: {"path": str(path), "sha256": study.checksums.get(role)}
-            for role, path in sorted(study.inputs.items())
-        },
-        "parameters": cfg.to_dict(),
-        "reference_estimator": getattr(estimator, "name", type(estimator).__name__),
-        "versions": _versions(),
-    }
-    return SpineResult(
-        subject=study.subject,
-        vertebrae=tuple(results),
-        provenance=provenance,
-        notes=study.notes,
-        bodies=bodies,
-        bodies_affine=affine,
-        grid=study.grid,
-        timings_s=timings,
-    )
+        ref = refs.get(mv.label)
+        if not mv.usable or mv.heights is None:
+            out.add(mv.label)
+            continue
+        if ref is None or ref.heights is None:
+            continue
+        losses = [rhlv(mv.heights.get(r), ref.heights.get(r)) for r in REGIONS]
+        if any(x is not None and x >= healthy_loss for x in losses):
+            out.add(mv.label)
+    return out
 
 
 def _versions() -> dict[str, str]:

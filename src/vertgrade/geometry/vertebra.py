@@ -143,22 +143,28 @@ def locate_vertebrae(
 def spine_frames(
     centres: dict[int, NDArray[np.float64]],
     *,
+    fit_labels: list[int] | None = None,
     smoothing_mm: float = 1.5,
 ) -> dict[int, LocalFrame]:
     """A frame per vertebra from the smooth centreline through ``centres`` (label -> world mm).
 
-    With a single vertebra there is no curve: its ``si`` axis is the patient's superior axis.
+    The curve is fitted through the centres of ``fit_labels`` only (default: all); every
+    vertebra then takes its frame at the curve point nearest its centre. Leaving deformed
+    (fractured) vertebrae out of the fit keeps their displaced centres from bending the curve.
+    With a single centre there is no curve: the ``si`` axis is the patient's superior axis.
     """
     order = anatomical_order(list(centres))
-    if len(order) == 1:
-        lab = order[0]
-        return {lab: LocalFrame.from_axes(centres[lab], si=[0.0, 0.0, 1.0])}
-    pts = np.stack([centres[v] for v in order])
-    curve = fit_spine_curve(pts, smoothing_mm=smoothing_mm)
-    tangents = curve.tangent(curve.node_s)
+    fit = anatomical_order(fit_labels) if fit_labels is not None else order
+    if len(fit) < 2:
+        return {lab: LocalFrame.from_axes(centres[lab], si=[0.0, 0.0, 1.0]) for lab in order}
+    curve = fit_spine_curve(np.stack([centres[v] for v in fit]), smoothing_mm=smoothing_mm)
     frames = {}
-    for lab, s, t in zip(order, curve.node_s, tangents, strict=True):
-        frames[lab] = LocalFrame.from_axes(curve.point(s)[0], si=t)
+    for lab in order:
+        if lab in fit:
+            s = float(curve.node_s[fit.index(lab)])
+        else:
+            s = curve.nearest_s(centres[lab])
+        frames[lab] = LocalFrame.from_axes(curve.point(s)[0], si=curve.tangent(s)[0])
     return frames
 
 
