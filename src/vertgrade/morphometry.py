@@ -43,6 +43,7 @@ __all__ = [
     "MorphometryParams",
     "RegionHeights",
     "calibrate_ct",
+    "endplate_axis",
     "height_map_from_profiles",
     "measure_body",
     "region_heights",
@@ -199,6 +200,35 @@ def _refine_edges(
     top_ct = locate(-1.0, np.nan_to_num(top), params.ct_search_in_mm, params.ct_search_out_mm)
     bottom_ct = locate(+1.0, np.nan_to_num(bottom), params.ct_search_out_mm, params.ct_search_in_mm)
     return top_ct, bottom_ct
+
+
+def endplate_axis(m: BodyMeasurement, frame: LocalFrame) -> NDArray[np.float64] | None:
+    """The body's own axis: the bisector of the normals of planes fitted to its superior and
+    inferior endplates (core columns, outliers beyond 3.5 MADs refitted away), in world
+    coordinates; ``None`` with fewer than 20 usable columns.
+
+    Perpendicular to the endplates is how vertebral height is defined; a concave endplate's
+    depression is mirrored in the other endplate, so it cancels out of the bisector.
+    """
+    hm = m.height_map
+    core = m.regions.body & np.isfinite(hm.top_mm) & np.isfinite(hm.bottom_mm)
+    if core.sum() < 20:
+        return None
+    a_idx, l_idx = np.nonzero(core)
+    design = np.column_stack([np.ones(a_idx.size), hm.ap_mm[a_idx], hm.lr_mm[l_idx]])
+    normals = []
+    for surface in (hm.top_mm[core], hm.bottom_mm[core]):
+        keep = np.ones(surface.size, bool)
+        for _ in range(2):
+            coef, *_ = np.linalg.lstsq(design[keep], surface[keep], rcond=None)
+            resid = surface - design @ coef
+            mad = 1.4826 * float(np.median(np.abs(resid[keep] - np.median(resid[keep]))))
+            keep = np.abs(resid) <= max(3.5 * mad, 0.25)
+        n = np.array([1.0, -coef[1], -coef[2]])
+        normals.append(n / np.linalg.norm(n))
+    local = normals[0] + normals[1]
+    axis = local[0] * frame.si + local[1] * frame.ap + local[2] * frame.lr
+    return axis / np.linalg.norm(axis)
 
 
 def _median(values: NDArray[np.float64]) -> float:

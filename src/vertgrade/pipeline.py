@@ -43,6 +43,7 @@ from vertgrade.morphometry import (
     MorphometryParams,
     RegionHeights,
     calibrate_ct,
+    endplate_axis,
     measure_body,
 )
 from vertgrade.reference.base import MeasuredVertebra, Reference, ReferenceEstimator
@@ -76,7 +77,8 @@ class GradingConfig:
     measurement_uncertainty_mm : float
         Standard uncertainty of one regional height, for the confidence.
     refine_frames : bool
-        Refit the centreline without the vertebrae found deformed, and measure again.
+        Second pass: each sound body measured again perpendicular to its own endplates, each
+        deformed one along the axis interpolated from its sound neighbours.
     """
 
     morphometry: MorphometryParams = field(default_factory=MorphometryParams)
@@ -174,19 +176,13 @@ def grade_study(
     t2 = time.perf_counter()
     flags, primary, measured = _assess(order, vox, iso, meas, study, cfg)
     refs = estimator.estimate(measured)
-    # Fractured vertebrae have displaced centres that bend the centreline and tilt the frames
-    # of their neighbours and their own: refit the curve through the others, measure again.
-    deformed = _deformed(measured, refs, cfg.neighbours.healthy_loss)
-    # only where the curve interpolates: past the last sound vertebra it would extrapolate
-    sound = [i for i, k in enumerate(order) if k not in deformed]
-    deformed = {
-        k for i, k in enumerate(order) if k in deformed and sound and sound[0] < i < sound[-1]
-    }
-    if cfg.refine_frames and deformed and len(order) - len(deformed) >= 2:
-        frames = spine_frames(
-            {k: iso[k].centroid_mm for k in order},
-            fit_labels=[k for k in order if k not in deformed],
-        )
+    # The frames so far follow a curve through body centres. Each sound body's own axis is the
+    # bisector of its endplates' normals; a fractured body's endplates are deformed, so its axis
+    # is interpolated between the sound bodies above and below (or taken from the curve refitted
+    # without it). Measure again in these frames.
+    if cfg.refine_frames:
+        deformed = _deformed(measured, refs, cfg.neighbours.healthy_loss)
+        frames = _refined_frames(order, iso, meas, frames, deformed)
         t3 = time.perf_counter()
         meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
         timings["measure"] += time.perf_counter() - t3
@@ -360,6 +356,42 @@ def _assess(
             )
         )
     return flags, primary, measured
+
+
+def _refined_frames(
+    order: list[int],
+    iso: dict[int, BodyIsolation],
+    meas: dict[int, BodyMeasurement],
+    frames: dict[int, LocalFrame],
+    deformed: set[int],
+) -> dict[int, LocalFrame]:
+    """Second-pass frames.
+
+    A sound body's ``si`` is its own endplate axis (:func:`endplate_axis`). A deformed body's
+    endplates say little about its axis, and its centre is displaced: it takes the tangent of
+    the centreline refitted through the other bodies, where that curve interpolates (a deformed
+    body at either end of the spine stays in the fit: beyond the last sound body the curve
+    would extrapolate).
+    """
+    centres = {k: iso[k].centroid_mm for k in order}
+    sound_idx = [i for i, k in enumerate(order) if k not in deformed and k in meas]
+    interior = {
+        k
+        for i, k in enumerate(order)
+        if k in deformed and sound_idx and sound_idx[0] < i < sound_idx[-1]
+    }
+    fit = [k for k in order if k not in interior]
+    curve_frames = spine_frames(centres, fit_labels=fit) if interior and len(fit) >= 2 else frames
+    out = {}
+    for k in order:
+        si = curve_frames[k].si
+        if k not in deformed and k in meas:
+            ax = endplate_axis(meas[k], frames[k])
+            # a bisector far from the spine's direction is a measurement problem, not anatomy
+            if ax is not None and float(ax @ si) > np.cos(np.radians(15.0)):
+                si = ax
+        out[k] = LocalFrame.from_axes(curve_frames[k].origin, si=si)
+    return out
 
 
 def _deformed(

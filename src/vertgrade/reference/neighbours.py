@@ -14,8 +14,9 @@ adjacent, do not drag the reference down:
 
 1. start from every usable vertebra, less those whose own shape departs from their level's shape
    by more than ``shape_tolerance`` (anterior or middle height short relative to the posterior:
-   wedge and biconcave deformities) and those more than ``healthy_loss`` smaller overall than the
-   study's median scale (crush); this is a first guess only, which step 3 can revise;
+   wedge and biconcave deformities) and those with a third more than ``initial_screen`` smaller,
+   relative to its level, than the study's 75th percentile (fractures only take height away, so
+   the healthy level is read high); this is a first guess only, which step 3 revises;
 2. compute every vertebra's reference from the current healthy set (itself excluded) and its
    largest regional height loss;
 3. the healthy set becomes the vertebrae whose loss is below ``healthy_loss``; repeat until it
@@ -69,14 +70,19 @@ class NeighbourReference:
     shape_tolerance : float
         Initial screen: departure of min(anterior, middle) / posterior from the level's typical
         ratio beyond which a vertebra starts as not healthy.
+    initial_screen : float
+        Initial screen: a vertebra any of whose thirds is this much smaller (relative to its
+        level) than the study's 75th percentile starts as not healthy.
     base_uncertainty : float
-        Relative uncertainty of a two-sided reference (natural variation of healthy heights
-        between adjacent levels, about 3-4 %); one-sided references get 1.5 times this.
+        Relative uncertainty of a two-sided reference from adjacent vertebrae (natural
+        variation of healthy heights between adjacent levels, about 3-4 %); it grows with the
+        distance to the neighbours used, and one-sided references get 1.5 times it.
     """
 
-    max_level_gap: float = 4.0
+    max_level_gap: float = 5.0
     healthy_loss: float = 0.15
     shape_tolerance: float = 0.15
+    initial_screen: float = 0.12
     base_uncertainty: float = 0.035
     max_iterations: int = 8
     name: str = "neighbours"
@@ -97,11 +103,16 @@ class NeighbourReference:
             lab: min(s["anterior"], s["middle"]) / s["posterior"] >= 1.0 - self.shape_tolerance
             for lab, s in scales.items()
         }
-        size = {lab: float(np.mean([s[k] for k in REGIONS])) for lab, s in scales.items()}
         healthy = {lab for lab in scales if shape_ok[lab]}
-        if healthy:
-            med = float(np.median([size[lab] for lab in healthy]))
-            healthy = {lab for lab in healthy if size[lab] >= (1.0 - self.healthy_loss) * med}
+        if scales:
+            # Fractures only ever take height away, so the level of healthy vertebrae is read
+            # high in the distribution (75th percentile), which holds with half of them fractured.
+            level = {k: float(np.percentile([s[k] for s in scales.values()], 75)) for k in REGIONS}
+            healthy = {
+                lab
+                for lab in healthy
+                if min(scales[lab][k] / level[k] for k in REGIONS) >= 1.0 - self.initial_screen
+            }
 
         refs: dict[int, tuple[dict[str, float], tuple[int, ...], float] | str] = {}
         for _ in range(self.max_iterations):
@@ -156,7 +167,8 @@ class NeighbourReference:
             spread = abs(float(np.mean([scales[a][k] - scales[b][k] for k in REGIONS]))) / max(
                 float(np.mean([sc[k] for k in REGIONS])), 1e-9
             )
-            unc = float(np.hypot(self.base_uncertainty, 0.5 * spread))
+            dist = min(p - pa, pb - p)
+            unc = float(np.hypot(self._distance_uncertainty(dist), 0.5 * spread))
             return sc, (a, b), unc
         side = (above or below)[:2]
         weights = np.array([2.0, 1.0][: len(side)])
@@ -165,7 +177,13 @@ class NeighbourReference:
             k: float(sum(w * scales[n][k] for w, n in zip(weights, side, strict=True)))
             for k in _KEYS
         }
-        return sc, tuple(side), 1.5 * self.base_uncertainty
+        dist = abs(order_key(side[0]) - p)
+        return sc, tuple(side), 1.5 * self._distance_uncertainty(dist)
+
+    def _distance_uncertainty(self, levels: float) -> float:
+        """Uncertainty of a reference taken ``levels`` away: healthy heights drift apart with
+        distance along the spine (a random-walk model: variance grows linearly)."""
+        return self.base_uncertainty * float(np.sqrt(max(1.0, levels)))
 
 
 def _normalised_coords(v: MeasuredVertebra) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
