@@ -228,6 +228,7 @@ def totalseg_section(root: Path | None) -> str:
     )
     out.append("|---|---|---|---|---|---|---|")
     diffs = []
+    by_region: dict[str, list[float]] = {r: [] for r in REGIONS}
     for v in res.vertebrae:
         key = f"vertebrae_{v.level}_height_"
         if key + "anterior_mm" not in ref:
@@ -236,6 +237,9 @@ def totalseg_section(root: Path | None) -> str:
         mk = [v.heights_mask_mm.get(k) for k in REGIONS] if v.heights_mask_mm else [None] * 3
         ck = [v.heights_ct_mm.get(k) for k in REGIONS] if v.heights_ct_mm else [None] * 3
         diffs += [m - p for m, p in zip(mk, peer, strict=True) if m is not None]
+        for r, m, p in zip(REGIONS, mk, peer, strict=True):
+            if m is not None:
+                by_region[r].append(m - p)
         fmt = lambda xs: " / ".join("-" if x is None else f"{x:.1f}" for x in xs)  # noqa: E731
         rh = "-" if v.rhlv is None else " / ".join(f"{100 * v.rhlv[k]:.0f}%" for k in REGIONS)
         out.append(
@@ -246,7 +250,12 @@ def totalseg_section(root: Path | None) -> str:
     e = np.array(diffs)
     out.append(
         f"\nOurs (mask) minus peer over {e.size} heights: mean {e.mean():+.2f} mm, "
-        f"mean absolute {np.abs(e).mean():.2f} mm.\n"
+        f"mean absolute {np.abs(e).mean():.2f} mm; by region: "
+        + ", ".join(
+            f"{r} {np.mean(d):+.2f} mm ({min(d):+.1f} to {max(d):+.1f})"
+            for r, d in by_region.items()
+        )
+        + ".\n"
     )
     return "\n".join(out)
 

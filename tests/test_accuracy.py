@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -17,12 +17,18 @@ REGIONS = ("anterior", "middle", "posterior")
 FRACTURES = ("T12:wedge:0.32", "L1:crush:0.45", "L3:biconcave:0.30")
 
 
-@lru_cache(maxsize=None)
-def _phantom(orientation: str, spacing: tuple[float, float, float], levels: str = "T10-L4",
-             fractures: tuple[str, ...] = FRACTURES, oblique: float = 0.0) -> Phantom:
+@cache
+def _phantom(
+    orientation: str,
+    spacing: tuple[float, float, float],
+    levels: str = "T10-L4",
+    fractures: tuple[str, ...] = FRACTURES,
+    oblique: float = 0.0,
+) -> Phantom:
     specs = [FractureSpec.parse(f) for f in fractures]
-    return make_phantom(levels, specs, orientation=orientation, spacing=spacing, seed=3,
-                        oblique_deg=oblique)
+    return make_phantom(
+        levels, specs, orientation=orientation, spacing=spacing, seed=3, oblique_deg=oblique
+    )
 
 
 def _grade(ph: Phantom, *, with_ct: bool = True) -> SpineResult:
@@ -144,8 +150,10 @@ def _random_spines(n_spines: int, seed: int) -> list[tuple[str, list[str], str, 
         inner = names[1:-1]
         k = int(rng.integers(3, 5))
         start = int(rng.integers(0, len(inner) - k))
-        chosen = inner[start : start + k] if rng.random() < 0.5 else list(
-            rng.choice(inner, size=k, replace=False)
+        chosen = (
+            inner[start : start + k]
+            if rng.random() < 0.5
+            else list(rng.choice(inner, size=k, replace=False))
         )
         fr = [
             f"{lv}:{rng.choice(['wedge', 'biconcave', 'crush'])}:{rng.uniform(0.08, 0.6):.3f}"
@@ -193,8 +201,11 @@ def test_grades_exact_away_from_thresholds() -> None:
 def test_adjacent_crush_fractures_keep_their_reference() -> None:
     """Three adjacent crush fractures (uniform loss, invisible to within-vertebra ratios) are
     each graded against healthy vertebrae further away."""
-    ph = make_phantom("T9-L5", [FractureSpec.parse(f) for f in
-                                ("T12:crush:0.30", "L1:crush:0.45", "L2:crush:0.30")], seed=5)
+    ph = make_phantom(
+        "T9-L5",
+        [FractureSpec.parse(f) for f in ("T12:crush:0.30", "L1:crush:0.45", "L2:crush:0.30")],
+        seed=5,
+    )
     res = _grade(ph)
     assert [v.grade for v in res.vertebrae] == [t.grade for t in ph.truth]
     for lv in ("T12", "L1", "L2"):

@@ -1,0 +1,117 @@
+"""The command line, end to end through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from typer.testing import CliRunner
+
+from vertgrade.cli import app
+from vertgrade.report.writers import validate_result
+
+runner = CliRunner()
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+
+
+def test_phantom_then_grade_writes_outputs_on_the_input_grid(tmp_path: Path) -> None:
+    ph = tmp_path / "ph"
+    res = runner.invoke(
+        app,
+        [
+            "phantom",
+            "-o",
+            str(ph),
+            "--levels",
+            "T11-L3",
+            "--fracture",
+            "L1:wedge:0.35",
+            "--orientation",
+            "PIR",
+            "--spacing",
+            "3,1,1",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in ph.iterdir()} == {"ct.nii.gz", "labels.nii.gz", "truth.csv"}
+    out = tmp_path / "out"
+    res = runner.invoke(
+        app, ["grade", str(ph / "ct.nii.gz"), "--labels", str(ph / "labels.nii.gz"), "-o", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "L1" in res.stdout
+    ct = nib.load(ph / "ct.nii.gz")
+    bodies = nib.load(out / "bodies.nii.gz")
+    assert bodies.shape == ct.shape
+    assert np.allclose(bodies.affine, ct.affine)
+    assert nib.aff2axcodes(bodies.affine) == ("P", "I", "R")
+    labels = np.asanyarray(nib.load(ph / "labels.nii.gz").dataobj)
+    b = np.asanyarray(bodies.dataobj)
+    assert set(np.unique(b)) == set(np.unique(labels))
+    assert np.all(labels[b > 0] == b[b > 0])  # bodies are inside their own vertebra
+    doc = json.loads((out / "result.json").read_text())
+    validate_result(doc)
+    assert doc["provenance"]["inputs"]["ct"]["sha256"]
+    rows = _csv(out / "vertebrae.csv")
+    truth = {r["level"]: r for r in _csv(ph / "truth.csv")}
+    for row in rows:
+        assert row["grade"] == truth[row["level"]]["grade"]
+    required = {
+        "label",
+        "level",
+        "grade",
+        "type",
+        "rhlv",
+        "rhlv_anterior",
+        "rhlv_middle",
+        "rhlv_posterior",
+        "height_anterior_mm",
+        "height_middle_mm",
+        "height_posterior_mm",
+        "confidence",
+        "flags",
+        "hu_trabecular",
+    }
+    assert required <= set(rows[0])
+
+
+def test_labels_only_grade(tmp_path: Path) -> None:
+    ph = tmp_path / "ph"
+    assert runner.invoke(app, ["phantom", "-o", str(ph), "--levels", "L1-L3"]).exit_code == 0
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["grade", "--labels", str(ph / "labels.nii.gz"), "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    rows = _csv(out / "vertebrae.csv")
+    assert all(r["hu_trabecular"] == "" for r in rows)
+    assert all(r["grade"] == "0" for r in rows)
+
+
+def test_demo(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    res = runner.invoke(app, ["demo", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "grades agree with the truth for 8 of 8 vertebrae" in res.stdout
+    for name in ("result.json", "vertebrae.csv", "bodies.nii.gz"):
+        assert (out / "result" / name).is_file()
+    again = runner.invoke(app, ["demo", "-o", str(out)])
+    assert again.exit_code == 2 and "--force" in again.stderr
+
+
+def test_phantom_rejects_bad_fracture(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["phantom", "-o", str(tmp_path / "x"), "--fracture", "L1:squash:0.3"])
+    assert res.exit_code == 2
+    assert res.stderr.startswith("error: --fracture")
+    assert not (tmp_path / "x").exists()
+
+
+def test_help_lists_commands() -> None:
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("grade", "demo", "phantom"):
+        assert cmd in res.stdout
