@@ -37,7 +37,14 @@ from vertgrade.grading import (
     grade_probability,
     rhlv,
 )
-from vertgrade.levels import GRADABLE_LABELS, anatomical_order, level_name, normative_shape
+from vertgrade.levels import (
+    GRADABLE_LABELS,
+    anatomical_order,
+    label_id,
+    level_name,
+    normative_shape,
+    order_key,
+)
 from vertgrade.morphometry import (
     BodyMeasurement,
     MorphometryParams,
@@ -311,7 +318,7 @@ def _assess(
     for k in order:
         f = flags[k]
         v = vox[k]
-        if v.n_fragments > 1:
+        if v.n_fragments > 1 or v.dropped_fraction > 0.01:
             f.append("label_fragments")
         if k not in meas:
             f.append("no_body")
@@ -597,8 +604,10 @@ def _grade_one(
 
 
 def _one_sided(k: int, ref: Reference) -> bool:
-    from vertgrade.levels import label_id, order_key
-
-    pos = [order_key(label_id(s)) for s in ref.sources]
+    """True when every level the reference came from lies on one side of ``k``."""
+    try:
+        pos = [order_key(label_id(s)) for s in ref.sources]
+    except ValueError:  # a reference from a model, not from levels
+        return False
     p = order_key(k)
     return all(x < p for x in pos) or all(x > p for x in pos)

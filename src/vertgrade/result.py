@@ -34,7 +34,7 @@ SCHEMA_VERSION = "1.0"
 QC_FLAGS: dict[str, str] = {
     "cut_by_fov": "the vertebral body touches the edge of the image: heights would be truncated",
     "posterior_elements_cut": "posterior elements touch the edge of the image (body whole)",
-    "label_fragments": "the label has several separate pieces; stray pieces under 5 % dropped",
+    "label_fragments": "the label has several pieces; pieces far from the main one dropped",
     "implausible_size": "body size far from what its level and this spine make plausible",
     "no_reference": "no healthy vertebra near enough to serve as reference",
     "one_sided_reference": "reference from healthy vertebrae on one side only",

@@ -31,14 +31,16 @@ __all__ = [
 ]
 
 _MARGIN_MM = 6.0
-_FRAGMENT_FRACTION = 0.05  # a separate piece holding >= 5 % of a label's voxels is a fragment
+_FRAGMENT_FRACTION = 0.05  # a separate piece holding >= 5 % of the largest is a fragment
 
 
 @dataclass(frozen=True)
 class VertebraVoxels:
     """One label's voxels, cropped.
 
-    ``mask`` is the label restricted to its main connected part (pieces < 5 % dropped);
+    ``mask`` is the label's largest piece with the pieces next to it (within the crop margin);
+    pieces far from it are dropped (``dropped_fraction``); ``n_fragments`` counts pieces holding
+    at least 5 % of the largest;
     ``offset`` is the crop's first voxel in the full grid; ``touches_edge`` lists the volume
     faces the label touches, as ``(axis, side)`` pairs on the canonical grid.
     """
@@ -116,15 +118,10 @@ def locate_vertebrae(
         lo = np.maximum(start - margin, 0)
         hi = np.minimum(stop + margin, shape)
         crop = labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] == lab
-        n_total = int(crop.sum())
         comp, n = ndimage.label(crop)
         n_frag, dropped = 1, 0.0
         if n > 1:
-            sizes = np.bincount(comp.ravel())[1:]
-            keep = np.flatnonzero(sizes >= _FRAGMENT_FRACTION * sizes.max()) + 1
-            n_frag = len(keep)
-            crop = np.isin(comp, keep)
-            dropped = 1.0 - float(crop.sum()) / n_total
+            crop, n_frag, dropped = _main_parts(comp, n, margin)
         idx = np.argwhere(crop).mean(axis=0) + lo
         centroid = affine[:3, :3] @ idx + affine[:3, 3]
         out[lab] = VertebraVoxels(
@@ -138,6 +135,35 @@ def locate_vertebrae(
             touches,
         )
     return out
+
+
+def _main_parts(
+    comp: NDArray[np.int32], n: int, near_voxels: NDArray[np.int64]
+) -> tuple[NDArray[np.bool_], int, float]:
+    """Keep the largest piece of a label and the pieces touching its neighbourhood (a fracture
+    can split a body into adjacent pieces); drop pieces far from it (mislabelled blobs).
+
+    Returns the kept mask, the number of pieces holding >= 5 % of the largest one, and the
+    fraction of the label's voxels dropped.
+    """
+    sizes = np.bincount(comp.ravel())[1:]
+    main = int(np.argmax(sizes)) + 1
+    boxes = ndimage.find_objects(comp)
+    mb = boxes[main - 1]
+    keep = [main]
+    for i, box in enumerate(boxes, start=1):
+        if i == main or box is None:
+            continue
+        near = all(
+            b.start <= m.stop + d and m.start <= b.stop + d
+            for b, m, d in zip(box, mb, near_voxels, strict=True)
+        )
+        if near:
+            keep.append(i)
+    mask = np.isin(comp, keep)
+    n_frag = int(np.count_nonzero(sizes >= _FRAGMENT_FRACTION * sizes.max()))
+    dropped = 1.0 - float(sizes[np.array(keep) - 1].sum()) / float(sizes.sum())
+    return mask, n_frag, dropped
 
 
 def spine_frames(
