@@ -7,15 +7,20 @@ traceback of the latter).
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from vertgrade.errors import VertgradeError
+
+if TYPE_CHECKING:
+    from vertgrade.result import SpineResult
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="vertgrade",
@@ -31,12 +36,12 @@ _err = Console(stderr=True)
 _DEBUG = {"on": False}
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int) -> NoReturn:
     _err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _run(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Call ``fn``, turning vertgrade's errors into one line and an exit status."""
     try:
         return fn(*args, **kwargs)
@@ -72,7 +77,7 @@ def main(
     _DEBUG["on"] = debug
 
 
-def _table(result, truth: dict[int, dict] | None = None) -> Table:  # type: ignore[no-untyped-def]
+def _table(result: SpineResult, truth: dict[int, dict[str, int]] | None = None) -> Table:
     t = Table(title=f"vertgrade - {result.subject}", header_style="bold")
     for col in (
         "level",
@@ -88,7 +93,7 @@ def _table(result, truth: dict[int, dict] | None = None) -> Table:  # type: igno
     if truth is not None:
         t.add_column("true grade", justify="right")
 
-    def trio(d, scale=1.0, fmt="{:.1f}"):  # type: ignore[no-untyped-def]
+    def trio(d: Any, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
         if d is None:
             return "-"
         vals = [d.get(k) for k in ("anterior", "middle", "posterior")]
@@ -225,7 +230,9 @@ def phantom(
     _out.print(f"phantom {levels} ({orientation.upper()}, {spacing} mm) written to {output}/")
 
 
-def _write_phantom_checked(writer, ph, output: Path, force: bool) -> None:  # type: ignore[no-untyped-def]
+def _write_phantom_checked(
+    writer: Callable[..., object], ph: object, output: Path, force: bool
+) -> None:
     from vertgrade.errors import OutputError
 
     try:
@@ -282,4 +289,4 @@ def run() -> None:  # pragma: no cover - console entry for `python -m vertgrade`
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run())
+    run()

@@ -85,7 +85,8 @@ class RegionHeights:
     posterior: float | None
 
     def get(self, name: str) -> float | None:
-        return getattr(self, name)  # type: ignore[no-any-return]
+        value: float | None = getattr(self, name)
+        return value
 
     def as_dict(self) -> dict[str, float | None]:
         return {k: self.get(k) for k in ("body", *REGIONS)}
@@ -142,16 +143,17 @@ def height_map_from_profiles(
     (6.333, 2.333, True)
     """
     inside = values >= 0.5
-    fp = inside.any(axis=0)
+    fp = np.asarray(inside.any(axis=0), dtype=bool)
     n = values.shape[0]
     step = float(si_mm[1] - si_mm[0])
     first = np.argmax(inside, axis=0)
     last = n - 1 - np.argmax(inside[::-1], axis=0)
-    cols = np.indices(first.shape)
-    v_first = values[(first, *cols)]
-    v_before = values[(np.maximum(first - 1, 0), *cols)]
-    v_last = values[(last, *cols)]
-    v_after = values[(np.minimum(last + 1, n - 1), *cols)]
+
+    def at(index: NDArray[np.intp]) -> NDArray[np.float64]:
+        return np.take_along_axis(values, index[None], axis=0)[0].astype(np.float64)
+
+    v_first, v_before = at(first), at(np.maximum(first - 1, 0))
+    v_last, v_after = at(last), at(np.minimum(last + 1, n - 1))
     with np.errstate(invalid="ignore", divide="ignore"):
         frac_b = np.where(first > 0, (v_first - 0.5) / (v_first - v_before), 0.5)
         frac_t = np.where(last < n - 1, (v_last - 0.5) / (v_last - v_after), 0.5)

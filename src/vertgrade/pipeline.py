@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -145,7 +145,7 @@ def grade_study(
     SpineResult
     """
     cfg = config or GradingConfig()
-    estimator: ReferenceEstimator = reference or cfg.neighbours
+    estimator: ReferenceEstimator = reference if reference is not None else cfg.neighbours
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -153,7 +153,7 @@ def grade_study(
         if progress is not None:
             progress(ProgressEvent(stage, done, total))
 
-    labels = study.labels.array
+    labels = cast("NDArray[np.integer]", study.labels.array)
     affine = study.labels.affine
     objects = find_objects(labels)
     wanted = anatomical_order([i + 1 for i, sl in enumerate(objects) if sl is not None])
@@ -163,15 +163,17 @@ def grade_study(
     # --- geometry: two passes, whole-vertebra centres, then body centres -------------------
     frames = spine_frames({k: vox[k].centroid_mm for k in order})
     given = study.bodies.array if study.bodies is not None else None
+
+    def given_body(k: int) -> NDArray[np.bool_] | None:
+        return None if given is None else given[vox[k].slices].astype(bool)
+
     iso = {}
     for i, k in enumerate(order):
-        gb = given[vox[k].slices] if given is not None else None
-        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=gb)
+        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=given_body(k))
         tick("geometry", i + 1, 2 * len(order))
     frames = spine_frames({k: iso[k].centroid_mm for k in order})
     for i, k in enumerate(order):
-        gb = given[vox[k].slices] if given is not None else None
-        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=gb)
+        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=given_body(k))
         tick("geometry", len(order) + i + 1, 2 * len(order))
     timings["geometry"] = time.perf_counter() - t0
 
@@ -352,14 +354,14 @@ def _assess(
         usable = (
             h is not None and "cut_by_fov" not in flags[k] and "implausible_size" not in flags[k]
         )
-        m = meas.get(k)
+        mk = meas.get(k)
         hmap_mm = None
-        if m is not None:
+        if mk is not None:
             src = primary[k][1]
-            hmap_mm = m.height_map_ct_mm if src == "ct" else m.height_map.heights_mm
+            hmap_mm = mk.height_map_ct_mm if src == "ct" else mk.height_map.heights_mm
         measured.append(
             MeasuredVertebra(
-                k, h, m.height_map if m else None, hmap_mm, m.regions if m else None, usable
+                k, h, mk.height_map if mk else None, hmap_mm, mk.regions if mk else None, usable
             )
         )
     return flags, primary, measured
@@ -551,24 +553,18 @@ def _grade_one(
     grade = ftype = conf = None
     status = "not_gradable"
     if reason is None and losses is not None:
-        regional = [losses[r] for r in REGIONS]
-        if all(x is not None for x in regional):
-            worst = max(regional)  # type: ignore[type-var]
-            grade = genant_grade(worst, cfg.thresholds)  # type: ignore[arg-type]
+        regional = {r: losses[r] for r in REGIONS}
+        if ref is not None and h is not None and all(x is not None for x in regional.values()):
+            l_ant, l_mid, l_post = (float(regional[r] or 0.0) for r in REGIONS)
+            worst = max(l_ant, l_mid, l_post)
+            grade = genant_grade(worst, cfg.thresholds)
             if grade >= 1:
-                ftype = fracture_type(
-                    anterior=losses["anterior"],
-                    middle=losses["middle"],  # type: ignore[arg-type]
-                    posterior=losses["posterior"],
-                )  # type: ignore[arg-type]
-            assert ref is not None and h is not None
+                ftype = fracture_type(anterior=l_ant, middle=l_mid, posterior=l_post)
             hr = max(1e-6, min(float(h.get(r) or 0) for r in REGIONS))
             sigma = (1.0 - worst) * float(
-                np.hypot(  # type: ignore[operator]
-                    ref.uncertainty, cfg.measurement_uncertainty_mm / hr
-                )
+                np.hypot(ref.uncertainty, cfg.measurement_uncertainty_mm / hr)
             )
-            conf = grade_probability(worst, sigma, cfg.thresholds)  # type: ignore[arg-type]
+            conf = grade_probability(worst, sigma, cfg.thresholds)
             for f in flags:
                 conf *= _FLAG_PENALTY.get(f, 1.0)
             status = "graded"

@@ -68,7 +68,8 @@ class FootprintRegions:
         """The mask of ``"body"``, ``"anterior"``, ``"middle"`` or ``"posterior"``."""
         if name not in ("body", *REGIONS):
             raise KeyError(name)
-        return getattr(self, name)  # type: ignore[no-any-return]
+        value: NDArray[np.bool_] = getattr(self, name)
+        return value
 
 
 def footprint_regions(

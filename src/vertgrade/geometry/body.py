@@ -107,9 +107,9 @@ def body_footprint(projection: NDArray[np.bool_], *, step_mm: float) -> BodyFoot
     lr_c = (np.arange(proj.shape[1]) + 0.5) * step_mm
     if canal.any():
         rows, cols = np.nonzero(canal)
-        front = {}
+        front: dict[int, int] = {}
         for r, c in zip(rows, cols, strict=True):
-            front[c] = max(front.get(c, -1), r)
+            front[int(c)] = max(front.get(int(c), -1), int(r))
         cs = np.array(sorted(front))
         edge = (np.array([front[c] for c in cs]) + 1.0) * step_mm
         # the central half of the canal's width: its anterior edge there is the posterior wall

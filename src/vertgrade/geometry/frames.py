@@ -160,5 +160,5 @@ def fit_spine_curve(
     arc = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(xyz, axis=0), axis=1))]
     k2 = 3 if len(u) > 3 else 1
     by_arc = interpolate.make_interp_spline(arc, xyz, k=k2)
-    node_s = np.interp(chord, u, arc)
+    node_s = np.asarray(np.interp(chord, u, arc), dtype=np.float64)
     return SpineCurve(by_arc, float(arc[-1]), node_s)

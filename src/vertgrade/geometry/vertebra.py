@@ -127,8 +127,8 @@ def locate_vertebrae(
         out[lab] = VertebraVoxels(
             lab,
             crop,
-            tuple(int(v) for v in lo),
-            centroid,  # type: ignore[arg-type]
+            (int(lo[0]), int(lo[1]), int(lo[2])),
+            centroid,
             int(crop.sum()),
             n_frag,
             dropped,
@@ -240,7 +240,7 @@ def isolate_body(
             frame, lo, hi, step_mm=(max(step_mm, 0.5 * spacing.min()), step_mm, step_mm)
         )
         values = sample(vox.mask.astype(np.float32), affine, grid, offset=vox.offset, order=1)
-        projection = (values >= 0.5).any(axis=0)
+        projection = np.asarray((values >= 0.5).any(axis=0), dtype=bool)
         fp = body_footprint(projection, step_mm=step_mm)
         a = np.floor((local[:, 1] - grid.ap[0]) / step_mm + 0.5).astype(int)
         b = np.floor((local[:, 2] - grid.lr[0]) / step_mm + 0.5).astype(int)

@@ -79,6 +79,8 @@ def read_volume(
         img = nib.load(path)
     except Exception as err:  # nibabel raises many types for unreadable headers
         raise InputError(path, f"cannot be read as NIfTI ({_short(err)})") from err
+    if not isinstance(img, nib.spatialimages.SpatialImage):
+        raise InputError(path, f"is a {type(img).__name__}, not an image with an affine")
     shape = tuple(int(n) for n in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -103,7 +105,7 @@ def read_volume(
     ornt = nib.orientations.io_orientation(affine)
     canonical = nib.orientations.apply_orientation(data, ornt)
     can_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
-    grid = GridInfo(shape=shape, affine=affine, ornt=ornt)  # type: ignore[arg-type]
+    grid = GridInfo(shape=(shape[0], shape[1], shape[2]), affine=affine, ornt=ornt)
     # a view: flips and axis swaps only, no copy of a possibly large volume
     return Volume(canonical, can_affine, kind, path), grid
 

@@ -20,7 +20,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import nibabel as nib
 import numpy as np
@@ -115,7 +115,7 @@ def _read_totalseg_folder(folder: Path) -> tuple[Volume, GridInfo, list[str]]:
         elif vol.shape != first[0].shape or not np.allclose(vol.affine, first[0].affine, atol=1e-3):
             raise InputError(p, "is on another grid than the other vertebrae_*.nii.gz files")
         assert merged is not None
-        merged[vol.array > 0] = lab
+        merged[vol.array.astype(bool)] = lab
     assert first is not None and merged is not None
     vol0, grid0 = first
     notes = [f"labels merged from {len(files)} TotalSegmentator per-structure files"]
@@ -123,7 +123,7 @@ def _read_totalseg_folder(folder: Path) -> tuple[Volume, GridInfo, list[str]]:
 
 
 def _convert_labels(vol: Volume, label_format: LabelFormat, notes: list[str]) -> Volume:
-    arr = vol.array
+    arr = cast("NDArray[np.integer]", vol.array)
     present = present_labels(arr)
     if present.size == 0:
         raise InputError(vol.source, "label map is empty (no labelled voxel)")

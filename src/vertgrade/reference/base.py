@@ -68,7 +68,10 @@ class Reference:
 class ReferenceEstimator(Protocol):
     """Estimates the healthy reference of every vertebra of a study."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Short name recorded in results (``"neighbours"``, a model's name)."""
+        ...
 
     def estimate(self, vertebrae: Sequence[MeasuredVertebra]) -> dict[int, Reference]:
         """Reference per label, for every vertebra in ``vertebrae``."""

@@ -93,10 +93,11 @@ class NeighbourReference:
             if not v.usable or v.heights is None:
                 continue
             h = v.heights.as_dict()
-            if any(h[k] is None or not np.isfinite(h[k]) or h[k] <= 0 for k in _KEYS):  # type: ignore[operator]
+            vals = {k: h[k] for k in _KEYS}
+            if any(x is None or not np.isfinite(x) or x <= 0 for x in vals.values()):
                 continue
             n = _norm(v.label)
-            scales[v.label] = {k: float(h[k]) / n[k] for k in _KEYS}  # type: ignore[arg-type]
+            scales[v.label] = {k: float(x or 0.0) / n[k] for k, x in vals.items()}
         by_label = {v.label: v for v in vertebrae}
 
         shape_ok = {
@@ -119,12 +120,12 @@ class NeighbourReference:
             refs = {lab: self._scale_for(lab, healthy - {lab}, scales) for lab in by_label}
             new = set()
             for lab in scales:
-                r = refs[lab]
-                if isinstance(r, str):
+                cur = refs[lab]
+                if isinstance(cur, str):
                     if lab in healthy:
                         new.add(lab)  # nothing to compare it with: it keeps its standing
                     continue
-                loss = max(1.0 - scales[lab][k] / r[0][k] for k in REGIONS)
+                loss = max(1.0 - scales[lab][k] / cur[0][k] for k in REGIONS)
                 if loss < self.healthy_loss:
                     new.add(lab)
             if new == healthy:
@@ -133,7 +134,7 @@ class NeighbourReference:
 
         out: dict[int, Reference] = {}
         for lab, v in by_label.items():
-            r = refs.get(lab)
+            r: tuple[dict[str, float], tuple[int, ...], float] | str | None = refs.get(lab)
             if r is None or isinstance(r, str):
                 reason = r if isinstance(r, str) else "not measured"
                 out[lab] = Reference(None, None, (), float("nan"), reason)
@@ -198,7 +199,7 @@ def _normalised_coords(v: MeasuredVertebra) -> tuple[NDArray[np.float64], NDArra
     cols = np.flatnonzero(hm.footprint.any(axis=0))
     l0, l1 = cols[0] * step, (cols[-1] + 1) * step
     w = (centres_l - 0.5 * (l0 + l1)) / max(0.5 * (l1 - l0), 1e-9)
-    return u, w
+    return np.asarray(u, dtype=np.float64), np.asarray(w, dtype=np.float64)
 
 
 def _profile(heights: RegionHeights, u: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -31,7 +31,8 @@ OUTPUT_FILES = ("result.json", "vertebrae.csv", "bodies.nii.gz")
 def load_schema() -> dict[str, Any]:
     """The JSON schema of ``result.json``."""
     text = resources.files("vertgrade.report").joinpath("result.schema.json").read_text("utf-8")
-    return json.loads(text)  # type: ignore[no-any-return]
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def validate_result(document: dict[str, Any]) -> None:
