@@ -241,3 +241,24 @@ def test_trabecular_hu_is_the_core_not_the_cortex() -> None:
     res = _grade(ph)
     for v in res.vertebrae:
         assert v.hu_trabecular == pytest.approx(120.0, abs=10.0)
+
+
+def test_endplate_planes_and_thirds_geometry() -> None:
+    """Healthy phantom endplates are symmetric about the frame: both fitted planes are tilted
+    equally and oppositely, so their bisector is the true axis; each third's drawn points are
+    its measured height apart."""
+    ph = _phantom("LPS", (1.0, 1.0, 1.0))
+    res = _grade(ph)
+    truth = {t.label: t for t in ph.truth}
+    for v in res.vertebrae:
+        if truth[v.label].fractured:
+            continue
+        sup, inf = v.endplates
+        axis = (sup.normal + inf.normal) / np.linalg.norm(sup.normal + inf.normal)
+        assert axis @ ph.frames[v.label].si > np.cos(np.radians(2.0))
+        assert sup.normal @ v.frame.si > 0.9 and inf.normal @ v.frame.si > 0.9
+        for r in REGIONS:
+            pts = v.thirds[r]
+            d = np.linalg.norm(np.subtract(pts["superior_mm"], pts["inferior_mm"]))
+            assert d == pytest.approx(v.heights_mm.get(r), abs=0.6)
+    assert res.centreline_mm.shape[1] == 3 and len(res.centreline_mm) > 50

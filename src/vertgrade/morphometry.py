@@ -39,11 +39,13 @@ from vertgrade.regions import REGIONS, FootprintRegions, RegionParams, footprint
 
 __all__ = [
     "BodyMeasurement",
+    "EndplatePlane",
     "HeightMap",
     "MorphometryParams",
     "RegionHeights",
     "calibrate_ct",
     "endplate_axis",
+    "endplate_planes",
     "height_map_from_profiles",
     "measure_body",
     "region_heights",
@@ -204,32 +206,69 @@ def _refine_edges(
     return top_ct, bottom_ct
 
 
+@dataclass(frozen=True)
+class EndplatePlane:
+    """A plane fitted to one endplate: a point on it (world mm, over the footprint's core
+    centre) and its unit normal (world), oriented towards the patient's head (along ``+si``)."""
+
+    point_mm: NDArray[np.float64]
+    normal: NDArray[np.float64]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {
+            "point_mm": [round(float(x), 3) for x in self.point_mm],
+            "normal": [round(float(x), 6) for x in self.normal],
+        }
+
+
+def endplate_planes(
+    m: BodyMeasurement, frame: LocalFrame, *, source: str = "mask"
+) -> tuple[EndplatePlane, EndplatePlane] | None:
+    """Planes fitted to the superior and inferior endplates (core columns; least squares, then
+    refitted without the columns beyond 3.5 MADs); ``None`` with fewer than 20 columns.
+
+    Returns
+    -------
+    (superior, inferior) : tuple of EndplatePlane
+    """
+    hm = m.height_map
+    top, bottom = m.endplates(source)
+    core = m.regions.body & np.isfinite(top) & np.isfinite(bottom)
+    if core.sum() < 20:
+        return None
+    a_idx, l_idx = np.nonzero(core)
+    ap, lr = hm.ap_mm[a_idx], hm.lr_mm[l_idx]
+    design = np.column_stack([np.ones(a_idx.size), ap, lr])
+    centre_ap, centre_lr = float(ap.mean()), float(lr.mean())
+    planes = []
+    for surface in (top[core], bottom[core]):
+        keep = np.ones(surface.size, bool)
+        coef: NDArray[np.float64] = np.zeros(3)
+        for _ in range(2):
+            coef = np.asarray(np.linalg.lstsq(design[keep], surface[keep], rcond=None)[0], float)
+            resid = surface - design @ coef
+            mad = 1.4826 * float(np.median(np.abs(resid[keep] - np.median(resid[keep]))))
+            keep = np.abs(resid) <= max(3.5 * mad, 0.25)
+        n_local = np.array([1.0, -coef[1], -coef[2]])
+        n_local /= np.linalg.norm(n_local)
+        z = coef[0] + coef[1] * centre_ap + coef[2] * centre_lr
+        point = frame.to_world(np.array([[z, centre_ap, centre_lr]]))[0]
+        normal = n_local[0] * frame.si + n_local[1] * frame.ap + n_local[2] * frame.lr
+        planes.append(EndplatePlane(point, normal / np.linalg.norm(normal)))
+    return planes[0], planes[1]
+
+
 def endplate_axis(m: BodyMeasurement, frame: LocalFrame) -> NDArray[np.float64] | None:
-    """The body's own axis: the bisector of the normals of planes fitted to its superior and
-    inferior endplates (core columns, outliers beyond 3.5 MADs refitted away), in world
-    coordinates; ``None`` with fewer than 20 usable columns.
+    """The body's own axis: the bisector of its two endplate planes' normals (world), from the
+    mask's endplates; ``None`` where the planes cannot be fitted.
 
     Perpendicular to the endplates is how vertebral height is defined; a concave endplate's
     depression is mirrored in the other endplate, so it cancels out of the bisector.
     """
-    hm = m.height_map
-    core = m.regions.body & np.isfinite(hm.top_mm) & np.isfinite(hm.bottom_mm)
-    if core.sum() < 20:
+    planes = endplate_planes(m, frame)
+    if planes is None:
         return None
-    a_idx, l_idx = np.nonzero(core)
-    design = np.column_stack([np.ones(a_idx.size), hm.ap_mm[a_idx], hm.lr_mm[l_idx]])
-    normals = []
-    for surface in (hm.top_mm[core], hm.bottom_mm[core]):
-        keep = np.ones(surface.size, bool)
-        for _ in range(2):
-            coef, *_ = np.linalg.lstsq(design[keep], surface[keep], rcond=None)
-            resid = surface - design @ coef
-            mad = 1.4826 * float(np.median(np.abs(resid[keep] - np.median(resid[keep]))))
-            keep = np.abs(resid) <= max(3.5 * mad, 0.25)
-        n = np.array([1.0, -coef[1], -coef[2]])
-        normals.append(n / np.linalg.norm(n))
-    local = normals[0] + normals[1]
-    axis = local[0] * frame.si + local[1] * frame.ap + local[2] * frame.lr
+    axis = planes[0].normal + planes[1].normal
     return axis / np.linalg.norm(axis)
 
 
@@ -277,9 +316,9 @@ class BodyMeasurement:
     """Everything measured on one body.
 
     ``heights_ct`` is ``None`` without a CT; ``ct_valid_fraction`` is the share of core columns
-    whose two CT edges were found; ``ct_edge_offset_mm`` is the (superior, inferior) mean
-    CT-minus-mask endplate offset over the core columns, before calibration; ``ct_shift_mm`` is
-    the height correction applied (see :func:`calibrate_ct`).
+    whose two CT edges were found; ``ct_edges_raw_mm`` are the (superior, inferior) CT edge maps
+    before calibration and ``ct_edges_mm`` after it; ``ct_edge_offset_mm`` is their mean
+    CT-minus-mask offset over the core columns (see :func:`calibrate_ct`).
     """
 
     height_map: HeightMap
@@ -291,22 +330,32 @@ class BodyMeasurement:
     volume_ml: float
     width_mm: float
     depth_mm: float
-    height_map_ct_raw_mm: NDArray[np.float64] | None = None
+    ct_edges_raw_mm: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
     ct_edge_offset_mm: tuple[float, float] | None = None
-    ct_shift_mm: float = 0.0
+    ct_edges_mm: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
+
+    def endplates(self, source: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(top, bottom) endplate maps (local ``si`` mm) of ``"mask"`` or ``"ct"``."""
+        if source == "ct" and self.ct_edges_mm is not None:
+            return self.ct_edges_mm
+        return self.height_map.top_mm, self.height_map.bottom_mm
 
 
 def calibrate_ct(
     m: BodyMeasurement, top_offset_mm: float, bottom_offset_mm: float
 ) -> BodyMeasurement:
-    """CT heights with the edge detector's bias removed: superior edges moved down by
-    ``top_offset_mm``, inferior edges up by ``-bottom_offset_mm`` (offsets are CT minus mask)."""
-    if m.height_map_ct_raw_mm is None:
+    """CT edges with the edge detector's bias removed: superior edges moved by
+    ``-top_offset_mm``, inferior ones by ``-bottom_offset_mm`` (offsets are CT minus mask)."""
+    if m.ct_edges_raw_mm is None:
         return m
-    shift = top_offset_mm - bottom_offset_mm
-    hmap = m.height_map_ct_raw_mm - shift
+    top = m.ct_edges_raw_mm[0] - top_offset_mm
+    bottom = m.ct_edges_raw_mm[1] - bottom_offset_mm
+    hmap = top - bottom
     return replace(
-        m, height_map_ct_mm=hmap, heights_ct=region_heights(hmap, m.regions), ct_shift_mm=shift
+        m,
+        height_map_ct_mm=hmap,
+        heights_ct=region_heights(hmap, m.regions),
+        ct_edges_mm=(top, bottom),
     )
 
 
@@ -359,7 +408,7 @@ def measure_body(
     regions = footprint_regions(tall, step_mm=step, params=params.regions)
     h_mask = region_heights(heights, regions)
     valid = 0.0
-    raw_map: NDArray[np.float64] | None = None
+    raw_edges: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
     offsets = (0.0, 0.0)
     if ct is not None:
         ct_vals = sample(ct, affine, grid, offset=ct_offset or offset, order=1, cval=-1000.0)
@@ -374,6 +423,7 @@ def measure_body(
             _mean_offset(bottom_ct - bottom, regions.body),
         )
         raw_map = top_ct - bottom_ct
+        raw_edges = (top_ct, bottom_ct)
         core = regions.body
         valid = float(np.isfinite(raw_map[core]).mean()) if core.any() else 0.0
     cols = np.flatnonzero(fp.any(axis=0))
@@ -384,6 +434,6 @@ def measure_body(
     m = BodyMeasurement(hmap, regions, h_mask, None, None, valid, volume, width, depth)
     if ct is None:
         return m
-    m = replace(m, height_map_ct_raw_mm=raw_map, ct_edge_offset_mm=offsets)
+    m = replace(m, ct_edges_raw_mm=raw_edges, ct_edge_offset_mm=offsets)
     # calibrated on this body alone; grade_study recalibrates over the whole study
     return calibrate_ct(m, *(0.0 if not np.isfinite(o) else o for o in offsets))

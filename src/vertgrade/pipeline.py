@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from vertgrade.geometry.frames import LocalFrame
+from vertgrade.geometry.frames import LocalFrame, fit_spine_curve
 from vertgrade.geometry.vertebra import (
     BodyIsolation,
     VertebraVoxels,
@@ -51,6 +51,7 @@ from vertgrade.morphometry import (
     RegionHeights,
     calibrate_ct,
     endplate_axis,
+    endplate_planes,
     measure_body,
 )
 from vertgrade.reference.base import MeasuredVertebra, Reference, ReferenceEstimator
@@ -231,8 +232,13 @@ def grade_study(
         "reference_estimator": getattr(estimator, "name", type(estimator).__name__),
         "versions": _versions(),
     }
+    centreline = np.zeros((0, 3))
+    if len(order) >= 2:
+        curve = fit_spine_curve(np.stack([frames[k].origin for k in order]))
+        centreline = curve.point(np.arange(-20.0, curve.length_mm + 20.0, 2.0))
     return SpineResult(
         subject=study.subject,
+        centreline_mm=centreline,
         vertebrae=tuple(results),
         provenance=provenance,
         notes=study.notes,
@@ -550,6 +556,12 @@ def _grade_one(
             lm = np.where(m.height_map.footprint, np.clip(lm, -1.0, 1.0), np.nan)
             loss_map = LossMap(lm, m.height_map.ap_mm, m.height_map.lr_mm)
 
+    planes = thirds = None
+    if m is not None and frame is not None:
+        src = source if source in ("ct", "mask") else "mask"
+        planes = endplate_planes(m, frame, source=src)
+        thirds = _thirds_geometry(m, frame, src)
+
     grade = ftype = conf = None
     status = "not_gradable"
     if reason is None and losses is not None:
@@ -596,7 +608,31 @@ def _grade_one(
         centroid_mm=tuple(float(x) for x in centroid),  # type: ignore[arg-type]
         frame=frame,
         loss_map=loss_map,
+        endplates=planes,
+        thirds=thirds,
     )
+
+
+def _thirds_geometry(
+    m: BodyMeasurement, frame: LocalFrame, source: str
+) -> dict[str, dict[str, list[float]]] | None:
+    """World points of each third's mean superior and inferior endplate at its centre."""
+    top, bottom = m.endplates(source)
+    hm = m.height_map
+    out = {}
+    for r in REGIONS:
+        mask = m.regions.mask(r) & np.isfinite(top) & np.isfinite(bottom)
+        if not mask.any():
+            return None
+        a_idx, l_idx = np.nonzero(mask)
+        ap, lr = float(hm.ap_mm[a_idx].mean()), float(hm.lr_mm[l_idx].mean())
+        sup = frame.to_world(np.array([[float(np.mean(top[mask])), ap, lr]]))[0]
+        inf = frame.to_world(np.array([[float(np.mean(bottom[mask])), ap, lr]]))[0]
+        out[r] = {
+            "superior_mm": [round(float(x), 2) for x in sup],
+            "inferior_mm": [round(float(x), 2) for x in inf],
+        }
+    return out
 
 
 def _one_sided(k: int, ref: Reference) -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vertgrade.geometry.frames import LocalFrame
-from vertgrade.morphometry import RegionHeights
+from vertgrade.morphometry import EndplatePlane, RegionHeights
 from vertgrade.volume import GridInfo
 
 __all__ = [
@@ -78,7 +78,10 @@ class VertebraResult:
     """Everything vertgrade found about one vertebra.
 
     ``status`` is ``"graded"`` or ``"not_gradable"`` (then ``grade`` is None and ``reason``
-    says why); a vertebra that cannot be graded is never reported as grade 0.
+    says why); a vertebra that cannot be graded is never reported as grade 0. ``endplates`` are
+    the (superior, inferior) planes fitted to the graded endplates; ``thirds`` gives, per third,
+    the world points (mm) of its mean superior and inferior endplate at its central column, for
+    drawing the heights.
     """
 
     label: int
@@ -106,6 +109,8 @@ class VertebraResult:
     centroid_mm: tuple[float, float, float]
     frame: LocalFrame | None
     loss_map: LossMap | None = None
+    endplates: tuple[EndplatePlane, EndplatePlane] | None = None
+    thirds: dict[str, dict[str, list[float]]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         def heights(h: RegionHeights | None) -> dict[str, float | None] | None:
@@ -139,6 +144,10 @@ class VertebraResult:
             "centroid_mm": [round(float(x), 2) for x in self.centroid_mm],
             "frame": None if self.frame is None else self.frame.to_dict(),
             "loss_map": None if self.loss_map is None else self.loss_map.to_dict(),
+            "endplates": None
+            if self.endplates is None
+            else {"superior": self.endplates[0].to_dict(), "inferior": self.endplates[1].to_dict()},
+            "thirds": self.thirds,
         }
 
     def to_record(self) -> dict[str, Any]:
@@ -232,7 +241,9 @@ class SpineResult:
     """The graded study.
 
     ``bodies`` is the isolated-body label map on the canonical grid (``grid`` maps it back onto
-    the input CT's grid); ``provenance`` holds inputs with checksums, parameters and versions.
+    the input CT's grid); ``centreline_mm`` is the spine's centreline through the final frames'
+    origins, sampled every 2 mm (world RAS+ mm, cranial first); ``provenance`` holds inputs with
+    checksums, parameters and versions.
     ``timings_s`` (not written to JSON, so that reruns give identical files) has the seconds spent
     per stage.
     """
@@ -244,6 +255,7 @@ class SpineResult:
     bodies: NDArray[np.uint8] = field(repr=False)
     bodies_affine: NDArray[np.float64] = field(repr=False)
     grid: GridInfo = field(repr=False)
+    centreline_mm: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 3)), repr=False)
     timings_s: dict[str, float] = field(default_factory=dict, compare=False)
 
     def __getitem__(self, level: str) -> VertebraResult:
@@ -258,6 +270,7 @@ class SpineResult:
             "subject": self.subject,
             "summary": self.summary(),
             "vertebrae": [v.to_dict() for v in self.vertebrae],
+            "centreline_mm": [[round(float(x), 2) for x in p] for p in self.centreline_mm],
             "notes": list(self.notes),
             "provenance": self.provenance,
             "qc_flags": QC_FLAGS,
