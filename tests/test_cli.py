@@ -115,3 +115,27 @@ def test_help_lists_commands() -> None:
     assert res.exit_code == 0
     for cmd in ("grade", "demo", "phantom"):
         assert cmd in res.stdout
+
+
+def test_evaluate_command(tmp_path: Path) -> None:
+    """grade two phantom studies, evaluate them against their truth grades."""
+    rows = ["subject,label,grade"]
+    outs = []
+    for i, fr in enumerate(("L1:crush:0.45", "L2:wedge:0.3")):
+        ph = tmp_path / f"ph{i}"
+        assert runner.invoke(app, ["phantom", "-o", str(ph), "--levels", "T12-L3",
+                                   "--fracture", fr, "--seed", str(i)]).exit_code == 0
+        out = tmp_path / f"out{i}"
+        res = runner.invoke(app, ["grade", str(ph / "ct.nii.gz"), "--labels",
+                                  str(ph / "labels.nii.gz"), "-o", str(out), "-q",
+                                  "--subject", f"s{i}"])
+        assert res.exit_code == 0, res.output
+        outs.append(str(out))
+        rows += [f"s{i},{r['label']},{r['grade']}" for r in _csv(ph / "truth.csv")]
+    grades = tmp_path / "grades.csv"
+    grades.write_text("\n".join(rows) + "\n")
+    res = runner.invoke(app, ["evaluate", *outs, "--grades", str(grades), "-o",
+                              str(tmp_path / "ev"), "--n-boot", "50", "-q"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["scopes"]["all"]["metrics"]["accuracy"]["value"] == 1.0

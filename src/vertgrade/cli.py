@@ -284,6 +284,49 @@ def demo(
     )
 
 
+@app.command()
+def evaluate(
+    results: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Result folders of `vertgrade grade`, or folders holding them (a cohort output)."
+        ),
+    ],
+    grades: Annotated[
+        Path,
+        typer.Option(
+            "--grades", "-g", help="CSV with columns subject, label, grade (or genant_grade)."
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Evaluation folder.")] = Path(
+        "vertgrade-eval"
+    ),
+    n_boot: Annotated[
+        int,
+        typer.Option("--n-boot", min=0, help="Bootstrap resamples of patients (0: no intervals)."),
+    ] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing evaluation folder.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the tables.")] = False,
+) -> None:
+    """Compare graded results with reference Genant grades: confusion matrix, macro P/R/F1,
+    detection of grade >= 1 and >= 2, by region, with 95 % intervals that resample patients."""
+    from vertgrade import evaluate as ev_mod
+    from vertgrade.report.writers import check_output_dir
+
+    _run(check_output_dir, output, force=force)
+    truth = _run(ev_mod.read_grades, grades)
+    predictions = _run(ev_mod.collect_predictions, results)
+    ev = _run(ev_mod.evaluate, predictions, truth, n_boot=n_boot, seed=seed)
+    _run(ev_mod.write_evaluation, ev, output, force=force)
+    if not quiet:
+        _out.print(ev_mod.evaluation_table(ev))
+        _out.print(ev_mod.confusion_table(ev))
+    _out.print(f"evaluation in {output}/ ({', '.join(ev_mod.EVALUATION_FILES)})")
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m vertgrade`
     app(prog_name="vertgrade")
 
