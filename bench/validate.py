@@ -260,6 +260,13 @@ def totalseg_section(root: Path | None) -> str:
     return "\n".join(out)
 
 
+def _alignment_section() -> str:
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_alignment import alignment_section
+
+    return alignment_section(figure=REPO / "docs" / "alignment_phantoms.png") + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "docs" / "validation.md"))
@@ -273,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         phantom_section(rows, secs),
         real_section(root),
         totalseg_section(root),
+        _alignment_section(),
         (REPO / "bench" / "validation_notes.md").read_text(encoding="utf-8")
         if (REPO / "bench" / "validation_notes.md").exists()
         else "",

@@ -14,9 +14,10 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from vertgrade import phantom as phantom_module
+from vertgrade.alignment import endplate_angles
 from vertgrade.io.phantom_files import TRUTH_COLUMNS, write_phantom
 from vertgrade.levels import label_id, normative_shape
-from vertgrade.phantom import FractureSpec, Phantom, VertebraTruth, make_phantom
+from vertgrade.phantom import FractureSpec, Phantom, ScoliosisSpec, VertebraTruth, make_phantom
 from vertgrade.regions import REGIONS
 
 # Small, fast phantoms: coarse voxels and a tight field of view where the voxels do not matter.
@@ -434,3 +435,221 @@ def test_write_phantom(tmp_path: Path) -> None:
     a_file.write_text("x")
     with pytest.raises(ValueError, match="not_a_folder"):
         write_phantom(ph, a_file, force=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Spine curves: scoliosis, and the alignment truth
+# --------------------------------------------------------------------------------------------
+
+# The columns truth.csv had before the alignment truth was added: unchanged, in this order.
+_HEIGHT_COLUMNS = (
+    "label",
+    "level",
+    "fractured",
+    "type",
+    "severity",
+    "grade",
+    "height_body_before_mm",
+    "height_anterior_before_mm",
+    "height_middle_before_mm",
+    "height_posterior_before_mm",
+    "height_body_after_mm",
+    "height_anterior_after_mm",
+    "height_middle_after_mm",
+    "height_posterior_after_mm",
+    "loss_body",
+    "loss_anterior",
+    "loss_middle",
+    "loss_posterior",
+    "centre_x_mm",
+    "centre_y_mm",
+    "centre_z_mm",
+)
+
+
+def test_scoliosis_spec_parse() -> None:
+    spec = ScoliosisSpec.parse(" t5 - T11 : Right : 40 ")
+    assert spec == ScoliosisSpec("T5", "T11", "right", 40.0)
+    assert (spec.upper_label, spec.lower_label) == (12, 18)
+    assert ScoliosisSpec.parse("T11-L4:left:50").cobb_deg == 50.0
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("T5-T11:right", "UPPER-LOWER:SIDE:DEGREES"),
+        ("T5:right:40", "UPPER-LOWER:SIDE:DEGREES"),
+        ("T5-T11:right:x", "not a number"),
+        ("T5-T11:up:40", "not left or right"),
+        ("T5-T6:right:10", "at least two levels"),
+        ("T11-T5:right:10", "at least two levels"),
+        ("T5-T11:right:0", r"outside 0\.\.60"),
+        ("T5-T11:right:61", r"outside 0\.\.60"),
+        ("T5-T11:right:nan", r"outside 0\.\.60"),
+        ("C5-T3:right:10", "T1-L5 only"),
+        ("X5-T3:right:10", "unknown vertebra level"),
+    ],
+)
+def test_scoliosis_spec_parse_errors(text: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ScoliosisSpec.parse(text)
+
+
+def test_sagittal_curvature_must_be_an_angle() -> None:
+    with pytest.raises(ValueError, match="kyphosis_deg must be an angle"):
+        make_phantom("T1-L5", kyphosis_deg=float("nan"), **FAST)
+    with pytest.raises(ValueError, match="lordosis_deg must be an angle"):
+        make_phantom("T1-L5", lordosis_deg=120.0, **FAST)
+
+
+def test_scoliotic_curves_must_chain() -> None:
+    with pytest.raises(ValueError, match="share their end vertebra"):
+        make_phantom("T1-L5", scoliosis=["T5-T10:right:30", "T11-L4:left:30"], **FAST)
+    with pytest.raises(ValueError, match="opposite sides"):
+        make_phantom("T1-L5", scoliosis="T5-T11:right:30, T11-L4:right:30", **FAST)
+
+
+def test_alignment_truth_is_exact_by_construction() -> None:
+    ph = make_phantom(
+        "T1-L5",
+        scoliosis=["T11-L4:left:30", "T5-T11:right:40"],
+        spacing=2.0,
+        fov_mm=(200, 200),
+        noise_hu=0.0,
+    )
+    assert ph.alignment is not None
+    curves = {(c.upper, c.lower): c for c in ph.alignment.curves}
+    # requested curves: exactly their Cobb angle, between exactly their end vertebrae
+    assert curves[("T5", "T11")].cobb_deg == pytest.approx(40.0, abs=1e-9)
+    assert curves[("T5", "T11")].convex == "right" and curves[("T5", "T11")].requested
+    assert curves[("T11", "L4")].cobb_deg == pytest.approx(30.0, abs=1e-9)
+    assert curves[("T11", "L4")].convex == "left"
+    # compensatory curves beyond: a third of the neighbouring rate per level
+    assert curves[("T1", "T5")].cobb_deg == pytest.approx(4 * 40.0 / 6 / 3, abs=1e-9)
+    assert curves[("L4", "L5")].cobb_deg == pytest.approx(30.0 / 5 / 3, abs=1e-9)
+    assert not curves[("T1", "T5")].requested
+    assert [c.apex for c in ph.alignment.curves][1:3] == ["T8", "L1/L2"]
+    for t in ph.truth:
+        frame = ph.frames[t.label]
+        axis_coronal = endplate_angles(frame.si)[0]
+        # rigid healthy bodies: both endplates share the axis's coronal angle ...
+        assert t.superior_coronal_deg == pytest.approx(axis_coronal, abs=1e-9)
+        assert t.inferior_coronal_deg == pytest.approx(axis_coronal, abs=1e-9)
+        # ... and lie in the axis's sagittal plane, their own wedge split between them
+        sup, inf = ph.endplates[t.label]
+        assert abs(float(np.cross(sup.normal, inf.normal) @ frame.lr)) == pytest.approx(
+            float(np.linalg.norm(np.cross(sup.normal, inf.normal))), abs=1e-12
+        )
+        assert float(sup.normal @ frame.si) == pytest.approx(float(inf.normal @ frame.si))
+        assert np.dot(sup.point_mm - inf.point_mm, frame.si) > 10.0
+    rows = {r["level"]: r for r in ph.truth_rows()}
+    assert rows["T7"]["coronal_curves"] == ";".join(c.as_text() for c in ph.alignment.curves)
+    assert rows["L2"]["kyphosis_span"] == "T4-T12" and rows["L2"]["lordosis_span"] == "L1-L5"
+    assert rows["L2"]["thoracic_kyphosis_deg"] == ph.alignment.thoracic_kyphosis_deg
+
+
+def test_straight_spine_truth() -> None:
+    """No scoliosis: coronal angles all zero, no curve; the sagittal endplates are symmetric
+    about the axis, so their mean is the axis's sagittal angle and the kyphosis is the axis's
+    rotation plus the end vertebrae's half-wedges."""
+    ph = make_phantom("T1-L5", spacing=6.0, fov_mm=(120, 120), noise_hu=0.0)
+    assert ph.alignment is not None and ph.alignment.curves == ()
+    t = {r.level: r for r in ph.truth}
+    axis = {lv: endplate_angles(ph.frames[label_id(lv)].si)[1] for lv in t}
+    for lv, r in t.items():
+        assert r.superior_coronal_deg == pytest.approx(0.0, abs=1e-12)
+        assert r.inferior_coronal_deg == pytest.approx(0.0, abs=1e-12)
+        mean = 0.5 * (r.superior_sagittal_deg + r.inferior_sagittal_deg)
+        assert mean == pytest.approx(axis[lv], abs=1e-9)
+        assert r.coronal_curves == ""
+    half_wedge = {
+        lv: 0.5 * (r.superior_sagittal_deg - r.inferior_sagittal_deg) for lv, r in t.items()
+    }
+    kyphosis = axis["T4"] - axis["T12"] + half_wedge["T4"] + half_wedge["T12"]
+    assert ph.alignment.thoracic_kyphosis_deg == pytest.approx(kyphosis, abs=1e-9)
+    assert ph.alignment.kyphosis_span == ("T4", "T12")
+    assert 0 < half_wedge["T8"] < 5 and -8 < half_wedge["L5"] < 0  # thoracic / lumbar wedging
+    # partial spines: the spans the measurement would take, or none
+    short = make_phantom("T12-L1", **FAST)
+    assert short.alignment is not None
+    assert short.alignment.kyphosis_span is None and short.alignment.lordosis_span is None
+    assert short.truth[0].thoracic_kyphosis_deg is None and short.truth[0].kyphosis_span == ""
+
+
+def test_scoliosis_bends_the_rasterised_spine_and_keeps_the_heights() -> None:
+    kw: dict[str, Any] = {"spacing": 2.0, "fov_mm": (220.0, 160.0), "noise_hu": 0.0}
+    straight = make_phantom("T8-L2", **kw)
+    bent = make_phantom("T8-L2", scoliosis=["T8-L2:left:50"], **kw)
+    for a, b in zip(straight.truth, bent.truth, strict=True):
+        assert a.height_middle_after_mm == b.height_middle_after_mm
+        assert a.height_anterior_after_mm == b.height_anterior_after_mm
+    # the voxels follow the curve: body centroids (voxel oracle) against the frame origins
+    x_dev = []
+    for lab, frame in bent.frames.items():
+        idx = np.argwhere(bent.bodies == lab).mean(axis=0)
+        centroid = bent.affine[:3, :3] @ idx + bent.affine[:3, 3]
+        assert abs(centroid[0] - frame.origin[0]) < 1.5
+        x_dev.append(frame.origin[0])
+    # convex to the left: the middle of the curve lies left (-x) of its ends
+    assert min(x_dev[2:5]) < min(x_dev[0], x_dev[-1]) - 10.0
+    assert bent.alignment is not None
+    (curve,) = [c for c in bent.alignment.curves if c.requested]
+    assert (curve.upper, curve.lower, curve.convex, curve.apex) == ("T8", "L2", "left", "T11")
+
+
+def test_scoliotic_vertebrae_do_not_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The steepest allowed curves, with every level fractured: no label lands on another."""
+    real_paint = phantom_module._paint
+    clashes: list[tuple[int, int]] = []
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        volumes = kwargs.get("label_volumes", ())
+        before = volumes[0].copy() if volumes else None
+        real_paint(*args, **kwargs)
+        if before is not None:
+            lab = kwargs["label"]
+            hit = (before != volumes[0]) & (before != 0) & (before != lab)
+            clashes.extend((lab, int(v)) for v in np.unique(before[hit]))
+
+    monkeypatch.setattr(phantom_module, "_paint", spy)
+    levels = [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]
+    fractures = [f"{lv}:wedge:0.8" for lv in levels[::2]]
+    for curves in (["T2-T8:right:60", "T8-L1:left:50", "L1-L5:right:40"], ["T1-T7:left:60"]):
+        ph = make_phantom(
+            "T1-L5",
+            fractures,
+            scoliosis=curves,
+            kyphosis_deg=70.0,
+            lordosis_deg=70.0,
+            spacing=2.0,
+            fov_mm=(240, 200),
+            noise_hu=0,
+        )
+        assert clashes == []
+        assert set(np.unique(ph.bodies)) == {0, *range(8, 25)}
+
+
+def test_truth_csv_keeps_its_columns_and_adds_the_alignment(tmp_path: Path) -> None:
+    assert TRUTH_COLUMNS[: len(_HEIGHT_COLUMNS)] == _HEIGHT_COLUMNS
+    assert TRUTH_COLUMNS[len(_HEIGHT_COLUMNS) :] == (
+        "superior_coronal_deg",
+        "superior_sagittal_deg",
+        "inferior_coronal_deg",
+        "inferior_sagittal_deg",
+        "coronal_curves",
+        "thoracic_kyphosis_deg",
+        "kyphosis_span",
+        "lumbar_lordosis_deg",
+        "lordosis_span",
+    )
+    ph = make_phantom("T12-L3", scoliosis=["T12-L3:right:20"], **FAST)
+    paths = write_phantom(ph, tmp_path / "ph")
+    with open(paths["truth"], newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == TRUTH_COLUMNS
+    assert [r["thoracic_kyphosis_deg"] for r in rows] == [""] * 4  # one thoracic vertebra
+    assert {r["lordosis_span"] for r in rows} == {"L1-L3"}
+    assert {r["coronal_curves"] for r in rows} == {"T12-L3:right:20.000000"}
+    for r, t in zip(rows, ph.truth, strict=True):
+        assert float(r["superior_coronal_deg"]) == t.superior_coronal_deg
+        assert float(r["lumbar_lordosis_deg"]) == t.lumbar_lordosis_deg

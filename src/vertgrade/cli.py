@@ -173,9 +173,14 @@ def grade(
     _run(write_result, result, output, force=force)
     if not quiet:
         _out.print(_table(result))
+        if result.alignment is not None:
+            for line in result.alignment.describe():
+                _out.print(f"alignment: {line}", markup=False, highlight=False)
         for note in result.notes:
             _out.print(f"[dim]note: {note}[/]")
-        _out.print(f"results in {output}/ (result.json, vertebrae.csv, bodies.nii.gz)")
+        _out.print(
+            f"results in {output}/ (result.json, vertebrae.csv, alignment.csv, bodies.nii.gz)"
+        )
 
 
 def _parse_spacing(text: str) -> tuple[float, float, float]:
@@ -210,12 +215,37 @@ def phantom(
     spacing: Annotated[
         str, typer.Option("--spacing", help="Voxel size in mm per array axis, e.g. 3,1,1.")
     ] = "1,1,1",
+    scoliosis: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scoliosis",
+            help="UPPER-LOWER:SIDE:DEGREES, e.g. T5-T11:right:40: a coronal curve of that Cobb "
+            "angle between those end vertebrae, convex to that side. Repeatable (consecutive "
+            "curves share an end vertebra and bend to opposite sides).",
+        ),
+    ] = None,
+    kyphosis: Annotated[
+        float,
+        typer.Option(
+            "--kyphosis",
+            help="Rotation of the spine's axis over T1-T12, degrees (the true T4-T12 kyphosis "
+            "between endplates is written to truth.csv).",
+        ),
+    ] = 40.0,
+    lordosis: Annotated[
+        float,
+        typer.Option(
+            "--lordosis",
+            help="Rotation of the spine's axis over L1-L5, degrees (the true L1-L5 lordosis is "
+            "written to truth.csv).",
+        ),
+    ] = 45.0,
     seed: Annotated[int, typer.Option("--seed", help="Noise seed.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing folder.")] = False,
 ) -> None:
-    """Write a synthetic spine CT with known fractures and its truth table."""
+    """Write a synthetic spine CT with known fractures and curves, and its truth table."""
     from vertgrade.io.phantom_files import write_phantom
-    from vertgrade.phantom import FractureSpec, make_phantom
+    from vertgrade.phantom import FractureSpec, ScoliosisSpec, make_phantom
 
     sp = _parse_spacing(spacing)
     try:
@@ -223,7 +253,20 @@ def phantom(
     except ValueError as err:
         _fail(f"--fracture: {err}", 2)
     try:
-        ph = make_phantom(levels, specs, orientation=orientation.upper(), spacing=sp, seed=seed)
+        curves = [ScoliosisSpec.parse(c) for c in (scoliosis or [])]
+    except ValueError as err:
+        _fail(f"--scoliosis: {err}", 2)
+    try:
+        ph = make_phantom(
+            levels,
+            specs,
+            orientation=orientation.upper(),
+            spacing=sp,
+            seed=seed,
+            kyphosis_deg=kyphosis,
+            lordosis_deg=lordosis,
+            scoliosis=curves,
+        )
     except ValueError as err:
         _fail(str(err), 2)
     _run(_write_phantom_checked, write_phantom, ph, output, force)

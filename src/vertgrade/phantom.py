@@ -47,6 +47,15 @@ a fracture changes its own body only (the posterior elements keep the spine's le
 fills what the body lost), and the fractured body's frame moves along ``si`` to the middle of
 its remaining central column.
 
+The spine curve's tangent has a sagittal angle that falls through the thoracic levels
+(``kyphosis_deg`` over T1-T12) and rises through the lumbar ones (``lordosis_deg`` over L1-L5),
+and optionally a coronal angle that changes by the same amount per level between the end
+vertebrae of requested scoliotic curves (:class:`ScoliosisSpec`). Bodies are rigid: both endplates
+of a healthy body share its axis's coronal angle, so the Cobb angle between two end vertebrae is
+exactly the axis's rotation between them. The true alignment (:class:`AlignmentTruth`) is measured
+between the true endplate planes: least-squares planes of the analytic endplate surfaces over the
+footprint's core, as the measurement fits them; sagittally they include the bodies' own wedging.
+
 The CT is a layered profile blurred analytically: for a structure with signed distance ``d``,
 ``v <- v + (shell - v) * Phi(d / s) + (core - shell) * Phi((d - 1 mm) / s)`` with
 ``s = sqrt(blur^2 + max(spacing)^2 / 12)``, applied in the order trunk (40 HU in air), discs
@@ -61,6 +70,9 @@ Examples
 ('L1', 'wedge', 0.3, 2)
 >>> ph.ct.shape == ph.labels.shape == ph.bodies.shape, ph.ct.dtype.name
 (True, 'int16')
+>>> ph = make_phantom("T4-L4", scoliosis=["T5-T11:right:40"], spacing=3.0, noise_hu=0)
+>>> [c.as_text() for c in ph.alignment.curves]
+['T4-T5:left:2.222222', 'T5-T11:right:40.000000', 'T11-L4:left:11.111111']
 """
 
 from __future__ import annotations
@@ -76,19 +88,30 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import optimize, special
 
+from vertgrade.alignment import (
+    coronal_apex,
+    endplate_angles,
+    lumbar_lordosis_span,
+    thoracic_kyphosis_span,
+)
 from vertgrade.geometry.frames import LocalFrame
 from vertgrade.grading import genant_grade
 from vertgrade.levels import label_id, level_name, normative_shape, parse_level_range
+from vertgrade.morphometry import EndplatePlane
 from vertgrade.regions import REGIONS, FootprintRegions, footprint_regions
 
 __all__ = [
+    "MAX_COBB_PER_LEVEL_DEG",
     "MAX_SEVERITY",
     "TRUTH_STEP_MM",
+    "AlignmentTruth",
     "BodyGeometry",
     "FootprintGrid",
     "FractureSpec",
     "FractureType",
     "Phantom",
+    "ScoliosisSpec",
+    "TrueCurve",
     "VertebraTruth",
     "make_phantom",
 ]
@@ -100,6 +123,9 @@ _FRACTURE_TYPES: tuple[str, ...] = get_args(FractureType)
 MAX_SEVERITY = 0.8
 #: Grid step (mm) of the footprint on which the true heights are computed.
 TRUTH_STEP_MM = 0.25
+#: Largest coronal tilt change (deg) per level inside a requested scoliotic curve: beyond about
+#: this, adjacent bodies would touch on the curve's concave side.
+MAX_COBB_PER_LEVEL_DEG = 10.0
 
 # A fracture never removes more than this fraction of any single column's height.
 _MAX_COLUMN_LOSS = 0.9
@@ -124,6 +150,10 @@ _Z_MARGIN_MM = 10.0
 _TABLE_TILT_DEG = 3.0
 # Half-width (mm) of the smooth transition from kyphotic to lordotic curvature at T12/L1.
 _CURVE_TRANSITION_MM = 10.0
+# Beyond the outermost end vertebrae of the requested scoliotic curves the coronal tilt turns
+# back at this fraction of the neighbouring curve's rate per level (compensatory curves), so
+# that every requested end vertebra is a strict extreme of the tilt.
+_COMPENSATION = 1.0 / 3.0
 # Discs reach this far (mm) into the neighbouring bodies before the bodies are painted over them,
 # so that the endplate edge blends body with disc rather than with soft tissue.
 _DISC_OVERLAP_MM = 3.0
@@ -249,6 +279,94 @@ class FractureSpec:
         return cls(level, kind, sev)  # type: ignore[arg-type]
 
 
+Convexity = Literal["left", "right"]
+
+
+@dataclass(frozen=True)
+class ScoliosisSpec:
+    """A requested coronal (scoliotic) curve.
+
+    The coronal tilt of the vertebrae (:func:`vertgrade.alignment.endplate_angles` of their
+    axes) changes by the same amount at every level from ``upper`` to ``lower``, so that the
+    Cobb angle between ``upper``'s superior and ``lower``'s inferior endplate is exactly
+    ``cobb_deg``: the vertebrae are rigid and, for a healthy body, both endplates share the
+    coronal tilt of its axis.
+
+    Attributes
+    ----------
+    upper, lower : str
+        End vertebrae within T1-L5, at least two levels apart (normalised to upper case).
+    convex : {"left", "right"}
+        The side of the patient the curve bulges towards.
+    cobb_deg : float
+        The Cobb angle, more than 0 and at most :data:`MAX_COBB_PER_LEVEL_DEG` per level.
+
+    Examples
+    --------
+    >>> ScoliosisSpec.parse("t5-T11:Right:40")
+    ScoliosisSpec(upper='T5', lower='T11', convex='right', cobb_deg=40.0)
+    """
+
+    upper: str
+    lower: str
+    convex: Convexity
+    cobb_deg: float
+
+    def __post_init__(self) -> None:
+        up, low = label_id(str(self.upper)), label_id(str(self.lower))
+        for lab in (up, low):
+            if not 8 <= lab <= 24:
+                raise ValueError(
+                    f"scoliosis end vertebra {level_name(lab)}: the phantom has T1-L5 only"
+                )
+        if low - up < 2:
+            raise ValueError(
+                f"scoliosis {level_name(up)}-{level_name(low)}: the upper end vertebra must lie "
+                "at least two levels above the lower one, e.g. T5-T11"
+            )
+        object.__setattr__(self, "upper", level_name(up))
+        object.__setattr__(self, "lower", level_name(low))
+        side = str(self.convex).strip().lower()
+        if side not in ("left", "right"):
+            raise ValueError(f"scoliosis convexity {self.convex!r} is not left or right")
+        object.__setattr__(self, "convex", side)
+        cobb = float(self.cobb_deg)
+        most = MAX_COBB_PER_LEVEL_DEG * (low - up)
+        if not (math.isfinite(cobb) and 0.0 < cobb <= most):
+            raise ValueError(
+                f"scoliosis {self.upper}-{self.lower}: Cobb angle {self.cobb_deg!r} is outside "
+                f"0..{most:g} deg (more than 0, at most {MAX_COBB_PER_LEVEL_DEG:g} per level)"
+            )
+        object.__setattr__(self, "cobb_deg", cobb)
+
+    @property
+    def upper_label(self) -> int:
+        return label_id(self.upper)
+
+    @property
+    def lower_label(self) -> int:
+        return label_id(self.lower)
+
+    @classmethod
+    def parse(cls, text: str) -> ScoliosisSpec:
+        """Parse ``"UPPER-LOWER:SIDE:DEGREES"`` such as ``"T5-T11:right:40"``; ``ValueError``
+        if not."""
+        parts = [p.strip() for p in str(text).split(":")]
+        ends = parts[0].split("-") if parts else []
+        if len(parts) != 3 or not all(parts) or len(ends) != 2 or not all(e.strip() for e in ends):
+            raise ValueError(
+                f"scoliosis {text!r} is not of the form UPPER-LOWER:SIDE:DEGREES, "
+                "e.g. T5-T11:right:40"
+            )
+        try:
+            cobb = float(parts[2])
+        except ValueError:
+            raise ValueError(
+                f"scoliosis {text!r}: Cobb angle {parts[2]!r} is not a number (e.g. 40)"
+            ) from None
+        return cls(ends[0].strip(), ends[1].strip(), parts[1], cobb)  # type: ignore[arg-type]
+
+
 def _genant_grade(loss: float) -> int:
     """Genant grade of a fractional height loss, rounded to 1e-6 first so that a severity of
     exactly 0.20, 0.25 or 0.40 lands in the higher grade."""
@@ -266,6 +384,18 @@ class VertebraTruth:
     ``severity`` is the requested severity (0 where none was requested). ``centre_*_mm`` is the
     frame origin in world RAS+ mm: the middle of the body's central column (at ``lr = 0`` and the
     footprint's antero-posterior middle), after the fracture.
+
+    Alignment (angles in degrees, signs of :mod:`vertgrade.alignment`): ``superior_*_deg`` and
+    ``inferior_*_deg`` are the coronal and sagittal angles of the true endplate planes (the
+    least-squares planes of the analytic endplate surfaces, fracture included, over the
+    footprint's core: the fit the measurement makes). The study-level truth is repeated on every
+    row: ``coronal_curves`` lists every monotone run of the coronal tilt over the phantom's
+    levels as ``UPPER-LOWER:SIDE:DEGREES`` joined by ``;`` (empty without scoliosis), and
+    ``thoracic_kyphosis_deg`` / ``lumbar_lordosis_deg`` are measured between the endplates of
+    ``kyphosis_span`` / ``lordosis_span`` (the spans :mod:`vertgrade.alignment` chooses; ``None``
+    and ``""`` where the levels do not allow one). These study-level fields take no part in
+    comparing two records (``==``): a fracture elsewhere may change the kyphosis, not this
+    vertebra's truth.
     """
 
     label: int
@@ -289,10 +419,61 @@ class VertebraTruth:
     centre_x_mm: float
     centre_y_mm: float
     centre_z_mm: float
+    superior_coronal_deg: float = 0.0
+    superior_sagittal_deg: float = 0.0
+    inferior_coronal_deg: float = 0.0
+    inferior_sagittal_deg: float = 0.0
+    # Study-level context, repeated on every row; not part of comparing two vertebrae' truths.
+    coronal_curves: str = field(default="", compare=False)
+    thoracic_kyphosis_deg: float | None = field(default=None, compare=False)
+    kyphosis_span: str = field(default="", compare=False)
+    lumbar_lordosis_deg: float | None = field(default=None, compare=False)
+    lordosis_span: str = field(default="", compare=False)
 
     def as_row(self) -> dict[str, Any]:
         """The record as an ordered dict (CSV columns -> Python values)."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrueCurve:
+    """One true coronal curve of a phantom: a monotone run of the vertebrae's coronal tilt.
+
+    ``cobb_deg`` is the angle between ``upper``'s superior and ``lower``'s inferior true
+    endplate (positive); ``apex`` is the vertebra, or ``"T12/L1"`` disc, that
+    :func:`vertgrade.alignment.coronal_apex` finds from the true body centres. ``requested`` is
+    true when both ends are end vertebrae of requested curves; otherwise the run is a
+    compensatory curve, or a requested curve cut by the phantom's levels.
+    """
+
+    upper: str
+    lower: str
+    convex: Convexity
+    cobb_deg: float
+    apex: str
+    requested: bool
+
+    def as_text(self) -> str:
+        """``"T5-T11:right:40.000000"``."""
+        return f"{self.upper}-{self.lower}:{self.convex}:{self.cobb_deg:.6f}"
+
+
+@dataclass(frozen=True)
+class AlignmentTruth:
+    """A phantom's true alignment (degrees; signs of :mod:`vertgrade.alignment`).
+
+    ``curves`` holds every monotone run of the coronal tilt over the phantom's levels, cranial
+    first, whatever its size (none without scoliosis). Kyphosis and lordosis are measured
+    between the true endplates of ``kyphosis_span`` and ``lordosis_span`` (level names), the
+    spans :func:`vertgrade.alignment.thoracic_kyphosis_span` and
+    :func:`~vertgrade.alignment.lumbar_lordosis_span` choose; ``None`` where there is none.
+    """
+
+    curves: tuple[TrueCurve, ...]
+    thoracic_kyphosis_deg: float | None
+    kyphosis_span: tuple[str, str] | None
+    lumbar_lordosis_deg: float | None
+    lordosis_span: tuple[str, str] | None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -561,9 +742,37 @@ def _build_body(label: int, scale: float, factor: float, fracture: FractureSpec 
     return _Body(geo, before, after)
 
 
+def _true_endplates(geo: BodyGeometry, frame: LocalFrame) -> tuple[EndplatePlane, EndplatePlane]:
+    """Least-squares planes of the analytic (fractured) endplate surfaces over the footprint's
+    core, the columns :func:`vertgrade.morphometry.endplate_planes` fits; the point lies over the
+    core's centre, the normal points along ``+si``."""
+    grid = geo.footprint_grid()
+    a, b = grid.mesh()
+    core = grid.regions.body
+    ap, lr = a[core], b[core]
+    design = np.column_stack([np.ones(ap.size), ap, lr])
+    ap_c, lr_c = float(ap.mean()), float(lr.mean())
+    planes = []
+    for surface in (geo.superior(ap, lr), geo.inferior(ap, lr)):
+        coef = np.linalg.lstsq(design, surface, rcond=None)[0]
+        n_local = np.array([1.0, -coef[1], -coef[2]])
+        n_local /= np.linalg.norm(n_local)
+        z = float(coef[0] + coef[1] * ap_c + coef[2] * lr_c)
+        point = frame.to_world(np.array([[z, ap_c, lr_c]]))[0]
+        normal = n_local @ frame.rotation
+        planes.append(EndplatePlane(point, normal / np.linalg.norm(normal)))
+    return planes[0], planes[1]
+
+
 def _truth(
-    label: int, body: _Body, fracture: FractureSpec | None, frame: LocalFrame
+    label: int,
+    body: _Body,
+    fracture: FractureSpec | None,
+    frame: LocalFrame,
+    planes: tuple[EndplatePlane, EndplatePlane],
 ) -> VertebraTruth:
+    sup_cor, sup_sag = endplate_angles(planes[0].normal)
+    inf_cor, inf_sag = endplate_angles(planes[1].normal)
     before, after = body.before, body.after
     loss = {r: 1.0 - after[r] / before[r] for r in before}
     grade = _genant_grade(max(loss[r] for r in REGIONS))
@@ -591,6 +800,60 @@ def _truth(
         centre_x_mm=x,
         centre_y_mm=y,
         centre_z_mm=z,
+        superior_coronal_deg=sup_cor,
+        superior_sagittal_deg=sup_sag,
+        inferior_coronal_deg=inf_cor,
+        inferior_sagittal_deg=inf_sag,
+    )
+
+
+def _alignment_truth(
+    labels: Sequence[int],
+    truth: dict[int, VertebraTruth],
+    frames: dict[int, LocalFrame],
+    tilts_deg: NDArray[np.float64] | None,
+    knots: Sequence[int],
+) -> AlignmentTruth:
+    """Study-level truth from the true endplate angles.
+
+    The coronal runs are cut at the requested curves' end vertebrae (the tilt's turning points,
+    by construction) and at the first and last level.
+    """
+    curves = []
+    if tilts_deg is not None:
+        inside = [k for k in knots if labels[0] < k < labels[-1]]
+        cuts = [labels[0], *inside, labels[-1]]
+        for up, low in itertools.pairwise(cuts):
+            cobb = truth[low].inferior_coronal_deg - truth[up].superior_coronal_deg
+            if abs(cobb) < 1e-9:
+                continue
+            convex: Convexity = "right" if cobb > 0 else "left"
+            run = list(range(up, low + 1))
+            i, j, _ = coronal_apex(np.stack([frames[k].origin for k in run]), convex)
+            apex = level_name(run[i]) if i == j else f"{level_name(run[i])}/{level_name(run[j])}"
+            curves.append(
+                TrueCurve(
+                    level_name(up),
+                    level_name(low),
+                    convex,
+                    abs(cobb),
+                    apex,
+                    requested=up in knots and low in knots,
+                )
+            )
+    kyphosis = lordosis = None
+    k_span = thoracic_kyphosis_span(labels)
+    if k_span is not None:
+        kyphosis = truth[k_span[0]].superior_sagittal_deg - truth[k_span[1]].inferior_sagittal_deg
+    l_span = lumbar_lordosis_span(labels)
+    if l_span is not None:  # no S1 in the phantom: always to the last lumbar's inferior endplate
+        lordosis = truth[l_span[1]].inferior_sagittal_deg - truth[l_span[0]].superior_sagittal_deg
+    return AlignmentTruth(
+        curves=tuple(curves),
+        thoracic_kyphosis_deg=kyphosis,
+        kyphosis_span=None if k_span is None else (level_name(k_span[0]), level_name(k_span[1])),
+        lumbar_lordosis_deg=lordosis,
+        lordosis_span=None if l_span is None else (level_name(l_span[0]), level_name(l_span[1])),
     )
 
 
@@ -792,18 +1055,22 @@ def _nominal_span_mm(labels: range, scale: float) -> float:
     return total
 
 
-def _sagittal_frames(
+def _spine_frames(
     labels: Sequence[int],
     s_nodes: NDArray[np.float64],
     scale: float,
     kyphosis_deg: float,
     lordosis_deg: float,
+    coronal_deg: NDArray[np.float64] | None = None,
 ) -> list[LocalFrame]:
-    """Frames on a sagittal curve through the healthy body centres at arc lengths ``s_nodes``.
+    """Frames on the spine curve through the healthy body centres at arc lengths ``s_nodes``.
 
-    The superior tangent is ``(0, sin t, cos t)``; ``t`` falls through the thoracic levels by
-    ``kyphosis_deg`` over the whole T1-T12 span and rises through the lumbar levels by
-    ``lordosis_deg`` over L1-L5, with a smooth change of curvature at the T12/L1 disc.
+    Without ``coronal_deg`` the curve is sagittal: the superior tangent is ``(0, sin t, cos t)``;
+    ``t`` falls through the thoracic levels by ``kyphosis_deg`` over the whole T1-T12 span and
+    rises through the lumbar levels by ``lordosis_deg`` over L1-L5, with a smooth change of
+    curvature at the T12/L1 disc. With the coronal tilt ``c`` of each node (deg, interpolated
+    linearly in arc length between nodes) the tangent is ``(tan c, tan t, 1)`` normalised, whose
+    coronal and sagittal projections make exactly the angles ``c`` and ``t`` with the vertical.
     """
     k_t = -math.radians(kyphosis_deg) / _nominal_span_mm(range(8, 20), scale)
     k_l = math.radians(lordosis_deg) / _nominal_span_mm(range(20, 25), scale)
@@ -823,18 +1090,33 @@ def _sagittal_frames(
     s_lo, s_hi = float(s_nodes[0]), float(s_nodes[-1])
     s_fine = np.linspace(s_lo, s_hi, max(2, int((s_hi - s_lo) / 0.02) + 1))
     th = theta0 + angle(s_fine)
-    # Going caudal (increasing s) moves along the inferior direction -(0, sin t, cos t).
-    dy, dz = -np.sin(th), -np.cos(th)
+    th_n = theta0 + angle(s_nodes)
     ds = np.diff(s_fine)
+    if coronal_deg is None:
+        # Going caudal (increasing s) moves along the inferior direction -(0, sin t, cos t).
+        dy, dz = -np.sin(th), -np.cos(th)
+    else:
+        c_fine = np.radians(np.interp(s_fine, s_nodes, coronal_deg))
+        tx, ty = np.tan(c_fine), np.tan(th)
+        norm = np.sqrt(1.0 + tx**2 + ty**2)
+        dx, dy, dz = -tx / norm, -ty / norm, -1.0 / norm
+        x = np.r_[0.0, np.cumsum(0.5 * (dx[1:] + dx[:-1]) * ds)]
+        xn = np.interp(s_nodes, s_fine, x)
+        xn -= xn.mean()
     y = np.r_[0.0, np.cumsum(0.5 * (dy[1:] + dy[:-1]) * ds)]
     z = np.r_[0.0, np.cumsum(0.5 * (dz[1:] + dz[:-1]) * ds)]
     yn, zn = np.interp(s_nodes, s_fine, y), np.interp(s_nodes, s_fine, z)
     yn += _SPINE_Y_MM - yn.mean()
     zn -= zn.mean()
-    th_n = theta0 + angle(s_nodes)
+    if coronal_deg is None:
+        return [
+            LocalFrame.from_axes([0.0, yy, zz], si=[0.0, math.sin(t), math.cos(t)])
+            for yy, zz, t in zip(yn, zn, th_n, strict=True)
+        ]
+    c_n = np.radians(np.asarray(coronal_deg, dtype=float))
     return [
-        LocalFrame.from_axes([0.0, yy, zz], si=[0.0, math.sin(t), math.cos(t)])
-        for yy, zz, t in zip(yn, zn, th_n, strict=True)
+        LocalFrame.from_axes([xx, yy, zz], si=[math.tan(c), math.tan(t), 1.0])
+        for xx, yy, zz, c, t in zip(xn, yn, zn, c_n, th_n, strict=True)
     ]
 
 
@@ -961,6 +1243,12 @@ class Phantom:
         Each vertebra's local frame (origin = body centre, ``si`` = spine tangent).
     geometry : dict of int to BodyGeometry
         The analytic body shape behind the truth, in the frame's local coordinates.
+    endplates : dict of int to (EndplatePlane, EndplatePlane)
+        Each vertebra's true superior and inferior endplate planes (world RAS+ mm, normals
+        pointing to the head): the least-squares planes of the analytic surfaces over the
+        footprint's core.
+    alignment : AlignmentTruth or None
+        True coronal curves, thoracic kyphosis and lumbar lordosis.
     """
 
     ct: NDArray[np.int16]
@@ -970,6 +1258,10 @@ class Phantom:
     truth: tuple[VertebraTruth, ...]
     frames: dict[int, LocalFrame]
     geometry: dict[int, BodyGeometry] = field(default_factory=dict, repr=False)
+    endplates: dict[int, tuple[EndplatePlane, EndplatePlane]] = field(
+        default_factory=dict, repr=False
+    )
+    alignment: AlignmentTruth | None = field(default=None, repr=False)
 
     def truth_rows(self) -> list[dict[str, Any]]:
         """Truth records as dicts, keys in ``truth.csv`` column order."""
@@ -1014,6 +1306,46 @@ def _parse_fractures(
     return out
 
 
+def _parse_scoliosis(scoliosis: str | Iterable[ScoliosisSpec | str]) -> list[ScoliosisSpec]:
+    """Requested curves, cranial first; consecutive curves must share an end vertebra and bend
+    to opposite sides (so that every end vertebra is a turning point of the tilt)."""
+    if isinstance(scoliosis, str):
+        scoliosis = [c for c in scoliosis.split(",") if c.strip()]
+    specs = [c if isinstance(c, ScoliosisSpec) else ScoliosisSpec.parse(str(c)) for c in scoliosis]
+    specs.sort(key=lambda c: c.upper_label)
+    for a, b in itertools.pairwise(specs):
+        if a.lower_label != b.upper_label or a.convex == b.convex:
+            raise ValueError(
+                f"scoliotic curves {a.upper}-{a.lower} ({a.convex}) and {b.upper}-{b.lower} "
+                f"({b.convex}): consecutive curves must share their end vertebra and bend to "
+                "opposite sides, e.g. T5-T11:right:40 and T11-L4:left:30"
+            )
+    return specs
+
+
+def _coronal_tilts_deg(specs: Sequence[ScoliosisSpec]) -> NDArray[np.float64]:
+    """Coronal tilt (deg) of the vertebral axes of T1-L5 (labels 8-24, in that order).
+
+    Linear in the level between the end vertebrae of the requested curves (rising caudally
+    through a right-convex curve); beyond the outermost ends it turns back at
+    ``_COMPENSATION`` times the neighbouring curve's rate; the mean over T1-L5 is zero.
+    """
+    levels = np.arange(8, 25, dtype=float)
+    if not specs:
+        return np.zeros(levels.size)
+    xs = [float(specs[0].upper_label)]
+    cs = [0.0]
+    for c in specs:
+        xs.append(float(c.lower_label))
+        cs.append(cs[-1] + (c.cobb_deg if c.convex == "right" else -c.cobb_deg))
+    tilt = np.interp(levels, xs, cs)
+    first = (cs[1] - cs[0]) / (xs[1] - xs[0])
+    last = (cs[-1] - cs[-2]) / (xs[-1] - xs[-2])
+    tilt += np.where(levels < xs[0], _COMPENSATION * first * (xs[0] - levels), 0.0)
+    tilt -= np.where(levels > xs[-1], _COMPENSATION * last * (levels - xs[-1]), 0.0)
+    return np.asarray(tilt - tilt.mean(), dtype=np.float64)
+
+
 def _as_triple(value: float | Sequence[float], name: str) -> tuple[float, float, float]:
     arr = np.broadcast_to(np.asarray(value, dtype=float), (3,))
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
@@ -1044,6 +1376,7 @@ def make_phantom(
     trabecular_hu: float = 180.0,
     kyphosis_deg: float = 40.0,
     lordosis_deg: float = 45.0,
+    scoliosis: str | Iterable[ScoliosisSpec | str] = (),
 ) -> Phantom:
     """Build a synthetic spine CT with exactly known vertebral body heights.
 
@@ -1079,8 +1412,16 @@ def make_phantom(
     trabecular_hu : float
         Intensity of the trabecular bone inside the ~1 mm cortical shell (800 HU).
     kyphosis_deg, lordosis_deg : float
-        Sagittal curvature: tangent angle change over the whole T1-T12 and L1-L5 spans, applied
-        pro rata to the levels present.
+        Sagittal curvature: change of the axis's sagittal angle over the whole T1-T12 and L1-L5
+        spans, applied pro rata to the levels present. The true kyphosis and lordosis between
+        endplates (``Phantom.alignment``) also include the bodies' own wedging.
+    scoliosis : str or iterable of ScoliosisSpec or str
+        Coronal curves, e.g. ``["T5-T11:right:40", "T11-L4:left:30"]`` or the same as one
+        comma-separated string; consecutive curves share an end vertebra and bend to opposite
+        sides. The curves are defined over T1-L5 whatever ``levels`` are present (a partial
+        phantom shows part of them); beyond the outermost end vertebrae the tilt turns back at
+        a third of the neighbouring curve's rate (compensatory curves). Bodies are not rotated
+        axially. Default: none (the spine is straight in the coronal plane).
 
     Returns
     -------
@@ -1094,6 +1435,7 @@ def make_phantom(
     """
     labels = _parse_levels(levels)
     specs = _parse_fractures(fractures, labels)
+    curves = _parse_scoliosis(scoliosis)
     sp = _as_triple(spacing, "spacing")
     axes = _parse_orientation(orientation)
     for name, val in (("scale", scale),):
@@ -1102,6 +1444,9 @@ def make_phantom(
     for name, val in (("jitter", jitter), ("noise_hu", noise_hu), ("blur_mm", blur_mm)):
         if not (math.isfinite(val) and val >= 0):
             raise ValueError(f"{name} must be >= 0, got {val!r}")
+    for name, val in (("kyphosis_deg", kyphosis_deg), ("lordosis_deg", lordosis_deg)):
+        if not (math.isfinite(val) and abs(val) <= 90.0):
+            raise ValueError(f"{name} must be an angle within -90..90 degrees, got {val!r}")
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     sigma = math.sqrt(blur_mm**2 + max(sp) ** 2 / 12.0)
@@ -1120,7 +1465,11 @@ def make_phantom(
         s_nodes.append(s_nodes[-1] + step)
     # A fractured body's frame moves along its si axis to the middle of what remains; nothing
     # rotates, so the fracture changes no other structure.
-    healthy = _sagittal_frames(labels, np.array(s_nodes), scale, kyphosis_deg, lordosis_deg)
+    tilts = None
+    if curves:
+        all_tilts = _coronal_tilts_deg(curves)
+        tilts = np.array([all_tilts[lab - 8] for lab in labels])
+    healthy = _spine_frames(labels, np.array(s_nodes), scale, kyphosis_deg, lordosis_deg, tilts)
     frames: dict[int, LocalFrame] = {}
     for lab, hf in zip(labels, healthy, strict=True):
         shift = bodies[lab].geometry.offset_mm
@@ -1221,7 +1570,23 @@ def make_phantom(
             block += rng.standard_normal(block.shape, dtype=np.float32) * np.float32(noise_hu)
             ct[start : start + chunk] = np.rint(np.clip(block, *_CT_RANGE)).astype(np.int16)
 
-    truth = tuple(_truth(lab, bodies[lab], specs.get(lab), frames[lab]) for lab in labels)
+    planes = {lab: _true_endplates(bodies[lab].geometry, frames[lab]) for lab in labels}
+    records = {
+        lab: _truth(lab, bodies[lab], specs.get(lab), frames[lab], planes[lab]) for lab in labels
+    }
+    knots = sorted({c.upper_label for c in curves} | {c.lower_label for c in curves})
+    alignment = _alignment_truth(labels, records, frames, tilts, knots)
+    truth = tuple(
+        dataclasses.replace(
+            records[lab],
+            coronal_curves=";".join(c.as_text() for c in alignment.curves),
+            thoracic_kyphosis_deg=alignment.thoracic_kyphosis_deg,
+            kyphosis_span="-".join(alignment.kyphosis_span or ()),
+            lumbar_lordosis_deg=alignment.lumbar_lordosis_deg,
+            lordosis_span="-".join(alignment.lordosis_span or ()),
+        )
+        for lab in labels
+    )
     return Phantom(
         ct=ct,
         labels=label_vol,
@@ -1230,4 +1595,6 @@ def make_phantom(
         truth=truth,
         frames=frames,
         geometry={lab: bodies[lab].geometry for lab in labels},
+        endplates=planes,
+        alignment=alignment,
     )

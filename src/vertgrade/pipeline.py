@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from vertgrade.alignment import measure_alignment
 from vertgrade.geometry.frames import LocalFrame, fit_spine_curve
 from vertgrade.geometry.vertebra import (
     BodyIsolation,
@@ -236,7 +237,7 @@ def grade_study(
     if len(order) >= 2:
         curve = fit_spine_curve(np.stack([frames[k].origin for k in order]))
         centreline = curve.point(np.arange(-20.0, curve.length_mm + 20.0, 2.0))
-    return SpineResult(
+    result = SpineResult(
         subject=study.subject,
         centreline_mm=centreline,
         vertebrae=tuple(results),
@@ -247,6 +248,10 @@ def grade_study(
         grid=study.grid,
         timings_s=timings,
     )
+    t4 = time.perf_counter()
+    result = replace(result, alignment=measure_alignment(result))
+    timings["alignment"] = time.perf_counter() - t4
+    return result
 
 
 def _measure_all(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,6 +18,9 @@ from numpy.typing import NDArray
 from vertgrade.geometry.frames import LocalFrame
 from vertgrade.morphometry import EndplatePlane, RegionHeights
 from vertgrade.volume import GridInfo
+
+if TYPE_CHECKING:
+    from vertgrade.alignment import Alignment
 
 __all__ = [
     "CSV_COLUMNS",
@@ -28,7 +31,7 @@ __all__ = [
     "VertebraResult",
 ]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 #: Every QC flag vertgrade can raise, with what it means.
 QC_FLAGS: dict[str, str] = {
@@ -243,7 +246,8 @@ class SpineResult:
     ``bodies`` is the isolated-body label map on the canonical grid (``grid`` maps it back onto
     the input CT's grid); ``centreline_mm`` is the spine's centreline through the final frames'
     origins, sampled every 2 mm (world RAS+ mm, cranial first); ``provenance`` holds inputs with
-    checksums, parameters and versions.
+    checksums, parameters and versions; ``alignment`` the spinal alignment measured from the
+    endplates (:func:`vertgrade.alignment.measure_alignment`).
     ``timings_s`` (not written to JSON, so that reruns give identical files) has the seconds spent
     per stage.
     """
@@ -256,6 +260,7 @@ class SpineResult:
     bodies_affine: NDArray[np.float64] = field(repr=False)
     grid: GridInfo = field(repr=False)
     centreline_mm: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 3)), repr=False)
+    alignment: Alignment | None = field(default=None, repr=False)
     timings_s: dict[str, float] = field(default_factory=dict, compare=False)
 
     def __getitem__(self, level: str) -> VertebraResult:
@@ -271,6 +276,7 @@ class SpineResult:
             "summary": self.summary(),
             "vertebrae": [v.to_dict() for v in self.vertebrae],
             "centreline_mm": [[round(float(x), 2) for x in p] for p in self.centreline_mm],
+            "alignment": None if self.alignment is None else self.alignment.to_dict(),
             "notes": list(self.notes),
             "provenance": self.provenance,
             "qc_flags": QC_FLAGS,

@@ -1,6 +1,9 @@
 """Write a :class:`~vertgrade.phantom.Phantom` to disk.
 
-The folder gets ``ct.nii.gz``, ``labels.nii.gz`` and ``truth.csv``.
+The folder gets ``ct.nii.gz``, ``labels.nii.gz`` and ``truth.csv``. ``truth.csv`` has one row per
+vertebra: heights, losses and grade, then the true endplate angles, then the study-level
+alignment truth (coronal curves, thoracic kyphosis, lumbar lordosis) repeated on every row; see
+:class:`~vertgrade.phantom.VertebraTruth`. A missing value (no kyphosis span) is an empty cell.
 
 Every file is written to a temporary file beside its target and renamed into place
 (:func:`vertgrade.io._atomic.atomic_path`), so a reader never sees a half-written file.
@@ -42,7 +45,10 @@ def _nifti(data: NDArray[Any], affine: NDArray[np.float64]) -> nib.Nifti1Image:
 
 
 def _cell(value: Any) -> str:
-    """CSV text of a truth value: ``true``/``false``, integers, shortest round-trip floats."""
+    """CSV text of a truth value: ``true``/``false``, integers, shortest round-trip floats,
+    empty for ``None``."""
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):

@@ -25,7 +25,7 @@ from vertgrade.result import CSV_COLUMNS, SpineResult
 __all__ = ["OUTPUT_FILES", "check_output_dir", "load_schema", "validate_result", "write_result"]
 
 #: The files a result folder holds.
-OUTPUT_FILES = ("result.json", "vertebrae.csv", "bodies.nii.gz")
+OUTPUT_FILES = ("result.json", "vertebrae.csv", "alignment.csv", "bodies.nii.gz")
 
 
 def load_schema() -> dict[str, Any]:
@@ -59,11 +59,32 @@ def _csv_text(result: SpineResult) -> str:
     return buf.getvalue()
 
 
+def _alignment_csv(result: SpineResult) -> str:
+    from vertgrade.alignment import ALIGNMENT_COLUMNS
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(ALIGNMENT_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    rows = result.alignment.to_records() if result.alignment is not None else []
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in ALIGNMENT_COLUMNS})
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 def write_result(result: SpineResult, out_dir: str | Path, *, force: bool = False) -> list[Path]:
     """Write the result folder; returns the files written.
 
     ``bodies.nii.gz`` holds the isolated bodies labelled by vertebra, on the input CT's grid
-    and affine (or the labels' where there is no CT).
+    and affine (or the labels' where there is no CT); ``alignment.csv`` the per-vertebra and
+    per-segment angles of :mod:`vertgrade.alignment`.
     """
     out = check_output_dir(out_dir, force=force)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,6 +96,7 @@ def write_result(result: SpineResult, out_dir: str | Path, *, force: bool = Fals
             json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
         (staging / "vertebrae.csv").write_text(_csv_text(result), encoding="utf-8", newline="")
+        (staging / "alignment.csv").write_text(_alignment_csv(result), encoding="utf-8", newline="")
         bodies = result.grid.to_input_grid(result.bodies)
         save_nifti(bodies, result.grid.affine, staging / "bodies.nii.gz")
         written = []
