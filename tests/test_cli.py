@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from vertgrade.cli import app
@@ -139,3 +140,28 @@ def test_evaluate_command(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["scopes"]["all"]["metrics"]["accuracy"]["value"] == 1.0
+
+
+def test_grade_from_dicom_with_dicom_outputs(tmp_path: Path) -> None:
+    """A DICOM CT series on the command line: same grades as the NIfTI path, DICOM outputs."""
+    pytest.importorskip("pydicom")
+    pytest.importorskip("highdicom")
+    from test_dicom import write_series  # the DICOM tests' own series writer
+    from vertgrade.phantom import FractureSpec, make_phantom
+
+    ph = make_phantom("T12-L2", [FractureSpec.parse("L1:wedge:0.35")], seed=2)
+    series_dir = tmp_path / "series"
+    write_series(ph.ct, ph.affine, series_dir)
+    nib.save(nib.Nifti1Image(ph.labels, ph.affine), tmp_path / "seg.nii.gz")
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["grade", str(series_dir), "--labels", str(tmp_path / "seg.nii.gz"),
+                              "-o", str(out), "--dicom-out", "--anonymize", "-q"])
+    assert res.exit_code == 0, res.output
+    rows = {r["level"]: r for r in _csv(out / "vertebrae.csv")}
+    assert rows["L1"]["grade"] == "2"
+    names = {p.name for p in (out / "dicom").iterdir()}
+    assert {"measurements_sr.dcm", "bodies_seg.dcm"} <= names
+    bad = runner.invoke(app, ["grade", str(tmp_path / "seg.nii.gz"), "--labels",
+                              str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "o2"),
+                              "--dicom-out"])
+    assert bad.exit_code == 2 and "need a DICOM series" in bad.stderr

@@ -124,7 +124,10 @@ def _table(result: SpineResult, truth: dict[int, dict[str, int]] | None = None) 
 def grade(
     input: Annotated[
         Path | None,
-        typer.Argument(help="CT (NIfTI, HU) or a VerSe subject folder. Omit for labels only."),
+        typer.Argument(
+            help="CT (NIfTI in HU, or a DICOM series folder) or a VerSe subject folder. "
+            "Omit for labels only."
+        ),
     ] = None,
     labels: Annotated[
         Path | None,
@@ -132,7 +135,8 @@ def grade(
             "--labels",
             "-l",
             help="Vertebra instance labels (VerSe numbering or "
-            "TotalSegmentator output: multilabel file or folder of vertebrae_*.nii.gz).",
+            "TotalSegmentator output: multilabel file or folder of vertebrae_*.nii.gz; "
+            "with a DICOM CT also a DICOM SEG).",
         ),
     ] = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Result folder.")] = Path(
@@ -155,9 +159,28 @@ def grade(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing result folder.")
     ] = False,
+    series: Annotated[
+        str | None,
+        typer.Option("--series", help="SeriesInstanceUID to read from a DICOM folder."),
+    ] = None,
+    dicom_out: Annotated[
+        bool,
+        typer.Option(
+            "--dicom-out",
+            help="Also write DICOM outputs in OUTPUT/dicom/: a TID 1500 SR of the "
+            "measurements, a SEG of the bodies, the overview as Secondary Capture.",
+        ),
+    ] = False,
+    anonymize: Annotated[
+        bool,
+        typer.Option("--anonymize", help="Replace patient and study identifiers in DICOM outputs."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
 ) -> None:
-    """Grade every vertebra of a spine CT and write result.json, vertebrae.csv, bodies.nii.gz."""
+    """Grade every vertebra of a spine CT and write result.json, vertebrae.csv, alignment.csv,
+    bodies.nii.gz (and DICOM outputs with --dicom-out)."""
+    import warnings
+
     from vertgrade import grade_study, load_study
     from vertgrade.report.writers import check_output_dir, write_result
 
@@ -165,12 +188,52 @@ def grade(
         _fail(f"--label-format: {label_format!r} is not one of auto, verse, totalseg-total", 2)
     if input is None and labels is None:
         _fail("give a CT, a VerSe folder, or --labels", 2)
+    if anonymize and not dicom_out:
+        _fail("--anonymize applies to DICOM outputs: add --dicom-out", 2)
     _run(check_output_dir, output, force=force)
-    study = _run(
-        load_study, input, labels, bodies=bodies, label_format=label_format, subject=subject
-    )
+    is_dicom = input is not None and input.exists() and _is_dicom(input)
+    if (series or dicom_out) and not is_dicom:
+        _fail(f"{input}: --series and --dicom-out need a DICOM series as input", 2)
+    series_info = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if is_dicom:
+            from vertgrade.io.dicom import load_dicom_study
+
+            study, series_info = _run(
+                load_dicom_study,
+                input,
+                labels,
+                series_uid=series,
+                bodies=bodies,
+                label_format=label_format,
+                subject=subject,
+            )
+        else:
+            study = _run(
+                load_study,
+                input,
+                labels,
+                bodies=bodies,
+                label_format=label_format,
+                subject=subject,
+            )
+    for w in caught:
+        _err.print(f"warning: {w.message}", markup=False, highlight=False, soft_wrap=True)
     result = _run(grade_study, study)
     _run(write_result, result, output, force=force)
+    if dicom_out and series_info is not None:
+        from vertgrade.report.dicom_out import write_dicom_outputs
+
+        _run(
+            write_dicom_outputs,
+            result,
+            series_info,
+            output / "dicom",
+            anonymize=anonymize,
+            ct=study.ct,
+            force=True,
+        )
     if not quiet:
         _out.print(_table(result))
         if result.alignment is not None:
@@ -181,6 +244,14 @@ def grade(
         _out.print(
             f"results in {output}/ (result.json, vertebrae.csv, alignment.csv, bodies.nii.gz)"
         )
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        from vertgrade.io.dicom import is_dicom_path
+    except ImportError:  # pragma: no cover - the module imports pydicom lazily
+        return False
+    return is_dicom_path(path)
 
 
 def _parse_spacing(text: str) -> tuple[float, float, float]:

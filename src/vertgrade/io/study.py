@@ -189,8 +189,12 @@ def _resample_onto(src: Volume, ref: Volume, what: str) -> Volume:
             f"{np.round(box_r[0]).tolist()}..{np.round(box_r[1]).tolist()} mm)",
         )
     m = np.linalg.inv(src.affine) @ ref.affine
+    # One voxel of zeros around the source, sampled in "nearest" mode: a target voxel that lies
+    # on the source's outermost voxel up to rounding keeps its label, and beyond the padding
+    # everything is zero.
+    padded = np.pad(np.asarray(src.array), 1)
     out = ndimage.affine_transform(
-        src.array, m[:3, :3], m[:3, 3], output_shape=ref.shape, order=0, mode="constant", cval=0
+        padded, m[:3, :3], m[:3, 3] + 1.0, output_shape=ref.shape, order=0, mode="nearest"
     )
     return Volume(out, ref.affine, src.kind, src.source)
 
@@ -202,6 +206,7 @@ def load_study(
     bodies: str | Path | None = None,
     label_format: LabelFormat = "auto",
     subject: str | None = None,
+    series_uid: str | None = None,
 ) -> Study:
     """Load, validate and reorient a study.
 
@@ -218,6 +223,10 @@ def load_study(
         How to read label ids; ``auto`` takes labels above 28 as TotalSegmentator ``total``.
     subject : str, optional
         Subject id; default from the file or folder name.
+    series_uid : str, optional
+        Where ``ct`` is a DICOM folder holding several series, the one to read
+        (see :func:`vertgrade.io.dicom.load_dicom_study`, which also returns the series'
+        identifiers for DICOM outputs).
 
     Raises
     ------
@@ -231,6 +240,17 @@ def load_study(
     centroid_path: Path | None = None
     if ct_path is not None and not ct_path.exists():
         raise InputError(ct_path, "no such file or folder")
+    if ct_path is not None and _looks_dicom(ct_path):
+        from vertgrade.io.dicom import load_dicom_study
+
+        return load_dicom_study(
+            ct_path,
+            lab_path,
+            series_uid=series_uid,
+            bodies=bodies,
+            label_format=label_format,
+            subject=subject,
+        )[0]
     if ct_path is not None and ct_path.is_dir():
         files = find_verse_files(ct_path)
         notes.append(f"VerSe layout recognised in {ct_path}")
@@ -301,6 +321,14 @@ def _checksum(path: Path) -> str:
                 h.update(f"{p.name}:{file_sha256(p)}\n".encode())
         return h.hexdigest()
     return file_sha256(path)
+
+
+def _looks_dicom(path: Path) -> bool:
+    try:
+        from vertgrade.io.dicom import is_dicom_path
+    except ImportError:  # pragma: no cover
+        return False
+    return is_dicom_path(path)
 
 
 def _subject_from_name(name: str) -> str:
