@@ -175,10 +175,18 @@ def grade(
         bool,
         typer.Option("--anonymize", help="Replace patient and study identifiers in DICOM outputs."),
     ] = False,
+    report: Annotated[
+        bool,
+        typer.Option("--report", help="Also write report.html (figures of every vertebra)."),
+    ] = False,
+    pdf: Annotated[
+        bool,
+        typer.Option("--pdf", help="Also write report.pdf (implies --report; needs Chromium)."),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
 ) -> None:
     """Grade every vertebra of a spine CT and write result.json, vertebrae.csv, alignment.csv,
-    bodies.nii.gz (and DICOM outputs with --dicom-out)."""
+    bodies.nii.gz (and report.html with --report, DICOM outputs with --dicom-out)."""
     import warnings
 
     from vertgrade import grade_study, load_study
@@ -191,6 +199,10 @@ def grade(
     if anonymize and not dicom_out:
         _fail("--anonymize applies to DICOM outputs: add --dicom-out", 2)
     _run(check_output_dir, output, force=force)
+    if pdf:
+        from vertgrade.report.html import require_browser
+
+        _run(require_browser, target=output / "report.pdf")
     is_dicom = input is not None and input.exists() and _is_dicom(input)
     if (series or dicom_out) and not is_dicom:
         _fail(f"{input}: --series and --dicom-out need a DICOM series as input", 2)
@@ -222,6 +234,10 @@ def grade(
         _err.print(f"warning: {w.message}", markup=False, highlight=False, soft_wrap=True)
     result = _run(grade_study, study)
     _run(write_result, result, output, force=force)
+    if report or pdf:
+        from vertgrade.report.html import render_report, save_report
+
+        _run(save_report, _run(render_report, result, study), output, pdf=pdf, force=True)
     if dicom_out and series_info is not None:
         from vertgrade.report.dicom_out import write_dicom_outputs
 
@@ -232,6 +248,7 @@ def grade(
             output / "dicom",
             anonymize=anonymize,
             ct=study.ct,
+            report_pdf=output / "report.pdf" if pdf else None,
             force=True,
         )
     if not quiet:
@@ -439,6 +456,20 @@ def evaluate(
         _out.print(ev_mod.evaluation_table(ev))
         _out.print(ev_mod.confusion_table(ev))
     _out.print(f"evaluation in {output}/ ({', '.join(ev_mod.EVALUATION_FILES)})")
+
+
+@app.command()
+def report(
+    result_dir: Annotated[Path, typer.Argument(help="A result folder written by vertgrade grade.")],
+    pdf: Annotated[
+        bool, typer.Option("--pdf", help="Also write report.pdf (needs Chromium).")
+    ] = False,
+) -> None:
+    """(Re)write report.html (and report.pdf) of a result folder."""
+    from vertgrade.report.html import write_report
+
+    written = _run(write_report, result_dir, pdf=pdf, force=True)
+    _out.print("written: " + ", ".join(str(p) for p in written))
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m vertgrade`

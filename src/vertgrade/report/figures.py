@@ -1,0 +1,1022 @@
+"""Figures of the report: the spine overview and one panel per vertebra.
+
+Every figure is drawn on its own :class:`matplotlib.figure.Figure` and rendered with the Agg
+canvas; pyplot and its global state are never touched, so nothing here depends on a display or
+on a backend chosen elsewhere.
+
+The figures read the vertebrae as ``result.json`` holds them (``SpineResult.to_dict()``), so that a
+report drawn right after grading and one redrawn later from a result folder are the same. Images
+are resampled from volumes in world coordinates (RAS+ mm) through each volume's own affine, so
+any orientation, spacing or oblique grid gives the same picture.
+
+Conventions
+-----------
+- Sagittal views (the overview and each vertebra's slice) show the patient's anterior on the left
+  and superior at the top, as sagittal CT is usually displayed.
+- The axial height-loss map shows anterior at the top and the patient's right on the left of the
+  image (radiological convention, viewed from the feet).
+- Colours by Genant grade: :data:`GRADE_COLOURS`.
+
+Examples
+--------
+>>> import numpy as np
+>>> from vertgrade.volume import Volume
+>>> vol = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.diag([2.0, 1, 1, 1]), "ct")
+>>> sample_world(vol, np.array([[2.0, 1.0, 3.0], [1.0, 0.0, 0.0]])).tolist()
+[19.0, 6.0]
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from matplotlib import patheffects
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap, LinearSegmentedColormap, Normalize
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike, NDArray
+from scipy import ndimage
+
+from vertgrade.geometry.frames import LocalFrame
+from vertgrade.grading import GENANT_THRESHOLDS
+from vertgrade.regions import REGIONS
+from vertgrade.volume import Volume
+
+__all__ = [
+    "CT_WINDOW_HU",
+    "GRADE_COLOURS",
+    "CurvedSheet",
+    "HeightLine",
+    "OverviewFigure",
+    "VertebraFigure",
+    "anterior_directions",
+    "curved_sheet",
+    "figure_png",
+    "frame_from_dict",
+    "grade_colour",
+    "loss_colormap",
+    "overview_figure",
+    "panel_extent_mm",
+    "sample_world",
+    "vertebra_figure",
+]
+
+# --- constants ----------------------------------------------------------------------------------
+
+#: Colour of each Genant grade (0 green, 1 yellow, 2 orange, 3 red); ``None``: not gradable.
+GRADE_COLOURS: dict[int | None, str] = {
+    0: "#2e9d45",
+    1: "#f2c200",
+    2: "#f07f13",
+    3: "#d7263d",
+    None: "#9a9a9a",
+}
+
+#: CT display window (HU, low and high): level 300, width 1200. A bone window narrowed so that
+#: trabecular bone (100-250 HU) is mid-grey, cortex and endplates (> 600 HU) white, discs and soft
+#: tissue (40-100 HU) dark grey: the endplates stand out against the discs.
+CT_WINDOW_HU: tuple[float, float] = (-300.0, 900.0)
+
+# Overview: the curved reformat reaches this far anterior and posterior of the centreline (mm):
+# the front of a lumbar body lies ~20 mm anterior of its centre, the tip of a spinous process
+# ~70 mm posterior.
+_OVERVIEW_ANTERIOR_MM = 45.0
+_OVERVIEW_POSTERIOR_MM = 80.0
+_OVERVIEW_STEP_MM = 0.5
+# Vertebra panels: sampling step of the sagittal slice (mm) and the margin around the body.
+_PANEL_STEP_MM = 0.25
+_PANEL_MARGIN_SI_MM = 11.0
+_PANEL_MARGIN_AP_MM = 12.0
+# Loss-map colour range (%): negative losses (taller than the reference) are blue, the grade
+# thresholds take the grade colours.
+_LOSS_RANGE_PCT = (-20.0, 60.0)
+# Figure resolution (dots per inch) of the PNGs.
+_DPI = 100
+# Points sampled at once from a volume: bounds the block of voxels cropped and converted to
+# float32 (a chunk of the overview is ~130 mm of spine).
+_CHUNK_POINTS = 1 << 16
+
+_MEASURED_COLOUR = "#00d5f5"
+_REFERENCE_COLOUR = "#d8f7ff"
+_OTHER_BODY_COLOUR = "#b5b5b5"
+_SHORT = {"anterior": "A", "middle": "M", "posterior": "P"}
+
+
+def grade_colour(grade: int | None) -> str:
+    """Colour of a Genant grade (``None``: not gradable).
+
+    >>> grade_colour(2), grade_colour(None)
+    ('#f07f13', '#9a9a9a')
+    """
+    return GRADE_COLOURS.get(grade, GRADE_COLOURS[None])
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+
+def sample_world(
+    volume: Volume,
+    points_mm: ArrayLike,
+    *,
+    order: int = 1,
+    cval: float = 0.0,
+    label: int | None = None,
+) -> NDArray[np.float32]:
+    """Interpolate a volume at world points.
+
+    Only the block of voxels around each chunk of points is read and converted, so that a whole CT
+    is never copied.
+
+    Parameters
+    ----------
+    volume : Volume
+        Any volume; its affine maps voxel indices to world RAS+ mm.
+    points_mm : (..., 3) array-like
+        World points (mm).
+    order : int
+        Spline order: 0 nearest neighbour (labels), 1 linear.
+    cval : float
+        Value outside the volume.
+    label : int, optional
+        Sample the mask ``volume == label`` (as 0.0 / 1.0) instead of the values: with
+        ``order=1`` its 0.5 contour is the mask's outline at sub-voxel precision.
+
+    Returns
+    -------
+    (...) float32 ndarray
+        The values at ``points_mm``; labels sampled with ``order=0`` come back exactly.
+    """
+    pts = np.asarray(points_mm, dtype=np.float64)
+    if pts.shape[-1] != 3:
+        raise ValueError(f"points must have shape (..., 3), got {pts.shape}")
+    flat = pts.reshape(-1, 3)
+    inv = np.linalg.inv(volume.affine)
+    out = np.full(flat.shape[0], cval, dtype=np.float32)
+    shape = np.array(volume.shape)
+    array = volume.array
+    for start in range(0, flat.shape[0], _CHUNK_POINTS):
+        ijk = flat[start : start + _CHUNK_POINTS] @ inv[:3, :3].T + inv[:3, 3]
+        lo = np.maximum(np.floor(ijk.min(axis=0)).astype(int) - 1, 0)
+        hi = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 2, shape)
+        if np.any(hi <= lo):
+            continue  # every point outside the volume
+        block = array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        if label is not None:
+            block = block == label
+        block_f = np.ascontiguousarray(block, dtype=np.float32)
+        coords = (ijk - lo).T
+        out[start : start + ijk.shape[0]] = ndimage.map_coordinates(
+            block_f, coords, order=order, mode="constant", cval=cval, prefilter=False
+        )
+    return out.reshape(pts.shape[:-1])
+
+
+def frame_from_dict(frame: Mapping[str, Sequence[float]] | None) -> LocalFrame | None:
+    """A :class:`LocalFrame` from its ``result.json`` form (``origin``, ``si``, ``ap``, ``lr``).
+
+    >>> f = frame_from_dict({"origin": [0, 0, 0], "si": [0, 0, 1], "ap": [0, 1, 0],
+    ...                      "lr": [1, 0, 0]})
+    >>> f.to_local([[1.0, 2.0, 3.0]]).tolist()
+    [[3.0, 2.0, 1.0]]
+    """
+    if frame is None:
+        return None
+    return LocalFrame(
+        *(np.asarray(frame[k], dtype=np.float64) for k in ("origin", "si", "ap", "lr"))
+    )
+
+
+# --- the curved reformat ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurvedSheet:
+    """Sample points of a curved mid-sagittal reformat.
+
+    Row ``i`` lies on the centreline at arc length ``arc_mm[i]`` (cranial first); column ``j`` is
+    ``offsets_mm[j]`` along that row's anterior direction (negative: posterior).
+
+    Attributes
+    ----------
+    points_mm : (S, T, 3) float ndarray
+        World points (RAS+ mm).
+    arc_mm : (S,) float ndarray
+        Arc length along the centreline, increasing caudally.
+    offsets_mm : (T,) float ndarray
+        Signed distance along the anterior direction.
+    centre_mm : (S, 3) float ndarray
+        The centreline points of the rows.
+    anterior : (S, 3) float ndarray
+        Unit anterior direction of each row, perpendicular to the centreline.
+    """
+
+    points_mm: NDArray[np.float64]
+    arc_mm: NDArray[np.float64]
+    offsets_mm: NDArray[np.float64]
+    centre_mm: NDArray[np.float64]
+    anterior: NDArray[np.float64]
+
+    def arc_of(self, point_mm: ArrayLike) -> float:
+        """Arc length (mm) of the centreline point nearest to ``point_mm``, refined by projecting
+        onto the local tangent."""
+        p = np.asarray(point_mm, dtype=np.float64)
+        d = np.linalg.norm(self.centre_mm - p, axis=1)
+        i = int(np.argmin(d))
+        j = min(i + 1, len(self.arc_mm) - 1) if i == 0 else i - 1
+        lo, hi = (i, j) if self.arc_mm[j] > self.arc_mm[i] else (j, i)
+        seg = self.centre_mm[hi] - self.centre_mm[lo]
+        n2 = float(seg @ seg)
+        if hi == lo or n2 == 0:
+            return float(self.arc_mm[i])
+        t = float(np.clip((p - self.centre_mm[lo]) @ seg / n2, -1.0, 2.0))
+        return float(self.arc_mm[lo] + t * (self.arc_mm[hi] - self.arc_mm[lo]))
+
+
+def _arc_lengths(points: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))]
+
+
+def anterior_directions(
+    centreline_mm: ArrayLike, frames: Sequence[LocalFrame]
+) -> NDArray[np.float64]:
+    """Unit anterior direction at each centreline point, interpolated between vertebra frames.
+
+    Each frame's ``ap`` axis is placed at the arc length of its origin's nearest centreline point;
+    the three components are interpolated linearly in arc length (held constant beyond the first
+    and last frame), then made perpendicular to the centreline's tangent and normalised. Without
+    any frame the world anterior ``(0, 1, 0)`` is used.
+
+    Parameters
+    ----------
+    centreline_mm : (N, 3) array-like
+        Centreline points, world mm, cranial first, N >= 2.
+    frames : sequence of LocalFrame
+
+    Returns
+    -------
+    (N, 3) float ndarray
+
+    Examples
+    --------
+    >>> line = np.stack([np.zeros(5), np.zeros(5), -2.0 * np.arange(5)], axis=1)
+    >>> f = LocalFrame.from_axes([0, 0, -4.0], si=[0, 0, 1], anterior=[0, 1, 1])
+    >>> anterior_directions(line, [f]).round(6).tolist()[0]
+    [0.0, 1.0, 0.0]
+    """
+    c = np.asarray(centreline_mm, dtype=np.float64)
+    s = _arc_lengths(c)
+    tangent = np.gradient(c, axis=0)
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
+    if frames:
+        pos = np.array([s[int(np.argmin(np.linalg.norm(c - f.origin, axis=1)))] for f in frames])
+        order = np.argsort(pos, kind="stable")
+        pos = pos[order]
+        aps = np.stack([frames[i].ap for i in order])
+        a = np.stack([np.interp(s, pos, aps[:, k]) for k in range(3)], axis=1)
+    else:
+        a = np.tile([0.0, 1.0, 0.0], (len(c), 1))
+    a -= np.sum(a * tangent, axis=1, keepdims=True) * tangent
+    norm = np.linalg.norm(a, axis=1, keepdims=True)
+    bad = norm[:, 0] < 1e-6
+    if np.any(bad):  # anterior parallel to the curve: fall back on the world anterior
+        w = (
+            np.array([0.0, 1.0, 0.0])
+            - (tangent[bad] @ np.array([0.0, 1.0, 0.0]))[:, None] * (tangent[bad])
+        )
+        a[bad] = w
+        norm = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.maximum(norm, 1e-12)
+
+
+def curved_sheet(
+    centreline_mm: ArrayLike,
+    frames: Sequence[LocalFrame],
+    *,
+    anterior_mm: float = _OVERVIEW_ANTERIOR_MM,
+    posterior_mm: float = _OVERVIEW_POSTERIOR_MM,
+    step_mm: float = _OVERVIEW_STEP_MM,
+) -> CurvedSheet:
+    """Sample points of the curved mid-sagittal reformat along a centreline.
+
+    The centreline is resampled every ``step_mm`` of arc length; at each point a line runs along
+    the local anterior direction (:func:`anterior_directions`) from ``posterior_mm`` behind to
+    ``anterior_mm`` in front of it. The rows are equally spaced in arc length: the reformat
+    straightens the spine.
+
+    Parameters
+    ----------
+    centreline_mm : (N, 3) array-like
+        World mm, cranial first, N >= 2.
+    frames : sequence of LocalFrame
+        The vertebrae's frames (their ``ap`` axes orient the lines).
+    anterior_mm, posterior_mm, step_mm : float
+
+    Returns
+    -------
+    CurvedSheet
+
+    Examples
+    --------
+    >>> line = np.stack([np.zeros(11), np.zeros(11), -2.0 * np.arange(11)], axis=1)
+    >>> sh = curved_sheet(line, [], anterior_mm=2, posterior_mm=2, step_mm=1)
+    >>> sh.points_mm.shape, sh.points_mm[3, 0].tolist()
+    ((21, 5, 3), [0.0, -2.0, -3.0])
+    """
+    c = np.asarray(centreline_mm, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != 3 or len(c) < 2:
+        raise ValueError(f"centreline must be (N >= 2, 3), got {c.shape}")
+    s = _arc_lengths(c)
+    ant = anterior_directions(c, frames)
+    arc = np.arange(0.0, s[-1] + 1e-9, step_mm)
+    centre = np.stack([np.interp(arc, s, c[:, k]) for k in range(3)], axis=1)
+    a = np.stack([np.interp(arc, s, ant[:, k]) for k in range(3)], axis=1)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    n_post = round(posterior_mm / step_mm)
+    n_ant = round(anterior_mm / step_mm)
+    offsets = step_mm * np.arange(-n_post, n_ant + 1, dtype=np.float64)
+    points = centre[:, None, :] + offsets[None, :, None] * a[:, None, :]
+    return CurvedSheet(points, arc, offsets, centre, a)
+
+
+def _centreline(document: Mapping[str, Any]) -> NDArray[np.float64] | None:
+    """The document's centreline, or one made from the frames when it has fewer than 2 points
+    (a single vertebra): 2 mm steps along the frames' ``si`` axes."""
+    c = np.asarray(document.get("centreline_mm") or [], dtype=np.float64).reshape(-1, 3)
+    if len(c) >= 2:
+        return c
+    anchors: list[NDArray[np.float64]] = []
+    for v in document.get("vertebrae", []):
+        f = frame_from_dict(v.get("frame"))
+        if f is not None:
+            anchors += [f.origin + 30.0 * f.si, f.origin - 30.0 * f.si]
+        elif v.get("centroid_mm") is not None:
+            anchors.append(np.asarray(v["centroid_mm"], dtype=np.float64))
+    if len(anchors) < 2:
+        return None
+    pts = np.stack(anchors)
+    s = _arc_lengths(pts)
+    if s[-1] <= 0:
+        return None
+    keep = np.r_[True, np.diff(s) > 0]
+    pts, s = pts[keep], s[keep]
+    grid = np.arange(0.0, s[-1] + 1e-9, 2.0)
+    return np.stack([np.interp(grid, s, pts[:, k]) for k in range(3)], axis=1)
+
+
+# --- drawing helpers ----------------------------------------------------------------------------
+
+
+def _window(ct_values: NDArray[np.float32]) -> NDArray[np.float32]:
+    lo, hi = CT_WINDOW_HU
+    return np.clip((ct_values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _contour(
+    ax: Axes,
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    mask: NDArray[np.floating[Any]],
+    *,
+    colour: str,
+    width: float,
+    style: str = "solid",
+) -> bool:
+    """Draw the 0.5 contour of ``mask`` (rows along ``y``, columns along ``x``) inside its
+    bounding box; nothing (and no warning) where the mask is empty or full."""
+    inside = mask > 0.5
+    if not inside.any() or inside.all():
+        return False
+    rows = np.nonzero(inside.any(axis=1))[0]
+    cols = np.nonzero(inside.any(axis=0))[0]
+    r0, r1 = max(rows[0] - 2, 0), min(rows[-1] + 3, mask.shape[0])
+    c0, c1 = max(cols[0] - 2, 0), min(cols[-1] + 3, mask.shape[1])
+    if r1 - r0 < 2 or c1 - c0 < 2:
+        return False
+    ax.contour(
+        x[c0:c1],
+        y[r0:r1],
+        mask[r0:r1, c0:c1],
+        levels=[0.5],
+        colors=[colour],
+        linewidths=width,
+        linestyles=style,
+    )
+    return True
+
+
+def _halo(width: float = 2.5) -> list[patheffects.AbstractPathEffect]:
+    return [patheffects.withStroke(linewidth=width, foreground="black")]
+
+
+def figure_png(figure: Figure, *, dpi: int = _DPI) -> bytes:
+    """Render a figure with Agg to PNG bytes (no metadata: same figure, same bytes)."""
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _max_rhlv(vertebra: Mapping[str, Any]) -> float | None:
+    rh = vertebra.get("rhlv") or {}
+    vals = [float(rh[r]) for r in REGIONS if rh.get(r) is not None]
+    return max(vals) if vals else None
+
+
+def _pct(fraction: float) -> str:
+    """A fraction as a whole percentage, without "-0"."""
+    text = f"{100.0 * fraction:.0f}"
+    return "0" if text == "-0" else text
+
+
+def _overview_label(vertebra: Mapping[str, Any]) -> str:
+    level = str(vertebra["level"])
+    if vertebra.get("status") != "graded":
+        return f"{level}  not gradable"
+    text = f"{level}  grade {vertebra.get('grade')}"
+    if vertebra.get("type"):
+        text += f" {vertebra['type']}"
+    worst = _max_rhlv(vertebra)
+    if worst is not None:
+        text += f"   max RHLV {_pct(worst)} %"
+    return text
+
+
+# --- the overview -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OverviewFigure:
+    """The spine overview and what was drawn on it.
+
+    Attributes
+    ----------
+    figure : Figure
+    sheet : CurvedSheet
+        Where the reformat was sampled.
+    bodies : (S, T) int ndarray
+        The body labels sampled on the sheet (0 where none; all 0 without a body volume).
+    positions_mm : dict of str to float
+        Arc length of each vertebra's frame origin (or centroid), by level.
+    outlined : dict of str to str
+        Level -> colour of each body outline drawn.
+    background : {"ct", "labels", "plain"}
+        What the image shows under the outlines.
+    """
+
+    figure: Figure
+    sheet: CurvedSheet
+    bodies: NDArray[np.int64]
+    positions_mm: dict[str, float]
+    outlined: dict[str, str]
+    background: Literal["ct", "labels", "plain"]
+
+
+def overview_figure(
+    document: Mapping[str, Any],
+    *,
+    ct: Volume | None = None,
+    bodies: Volume | None = None,
+    labels: Volume | None = None,
+) -> OverviewFigure | None:
+    """Curved mid-sagittal reformat of the spine with every body outlined in its grade's colour.
+
+    Parameters
+    ----------
+    document : mapping
+        The result as ``result.json`` holds it (``SpineResult.to_dict()``).
+    ct : Volume, optional
+        The CT in HU; without it the background is the label silhouette or plain.
+    bodies : Volume, optional
+        The isolated bodies labelled by vertebra (``bodies.nii.gz``): the outlines.
+    labels : Volume, optional
+        The vertebra labels: the silhouette drawn when there is no CT, and the outlines when there
+        are no bodies.
+
+    Returns
+    -------
+    OverviewFigure or None
+        ``None`` when there is no centreline and fewer than two points to make one from.
+    """
+    centreline = _centreline(document)
+    if centreline is None:
+        return None
+    verts = list(document.get("vertebrae", []))
+    frames = [f for f in (frame_from_dict(v.get("frame")) for v in verts) if f is not None]
+    sheet = curved_sheet(centreline, frames)
+    arc, off = sheet.arc_mm, sheet.offsets_mm
+
+    outline_vol = bodies if bodies is not None else labels
+    body_img = (
+        np.rint(sample_world(outline_vol, sheet.points_mm, order=0)).astype(np.int64)
+        if outline_vol is not None
+        else np.zeros(sheet.points_mm.shape[:2], np.int64)
+    )
+    background: Literal["ct", "labels", "plain"]
+    if ct is not None:
+        image = _window(sample_world(ct, sheet.points_mm, order=1, cval=-1000.0))
+        background = "ct"
+    else:
+        image = np.full(body_img.shape, 0.06, np.float32)
+        if labels is not None:
+            silhouette = sample_world(labels, sheet.points_mm, order=0) > 0
+            image[silhouette] = 0.30
+            background = "labels"
+        else:
+            background = "plain"
+        if bodies is not None:
+            image[body_img > 0] = 0.45
+
+    span = float(arc[-1] - arc[0]) + _OVERVIEW_STEP_MM
+    width_mm = float(off[-1] - off[0]) + _OVERVIEW_STEP_MM
+    ax_h = float(np.clip(span / 40.0, 4.5, 13.0))
+    ax_w = ax_h * width_mm / span
+    left, right, bottom, top = 0.75, 3.3, 0.6, 0.4
+    fig_w, fig_h = left + ax_w + right, bottom + ax_h + top
+    fig = Figure(figsize=(fig_w, fig_h), dpi=_DPI)
+    ax = fig.add_axes((left / fig_w, bottom / fig_h, ax_w / fig_w, ax_h / fig_h))
+    half = 0.5 * _OVERVIEW_STEP_MM
+    ax.imshow(
+        image,
+        cmap="gray",
+        vmin=0.0,
+        vmax=1.0,
+        extent=(off[0] - half, off[-1] + half, arc[-1] + half, arc[0] - half),
+        origin="upper",
+        aspect="auto",
+        interpolation="bilinear",
+    )
+    ax.set_xlim(off[-1] + half, off[0] - half)  # anterior on the left
+    ax.set_ylim(arc[-1] + half, arc[0] - half)
+    ax.set_xlabel("mm from centreline (anterior left)", fontsize=8)
+    ax.tick_params(labelsize=8)
+
+    positions: dict[str, float] = {}
+    outlined: dict[str, str] = {}
+    for v in verts:
+        level = str(v["level"])
+        f = frame_from_dict(v.get("frame"))
+        anchor = f.origin if f is not None else v.get("centroid_mm")
+        if anchor is not None:
+            positions[level] = sheet.arc_of(anchor)
+        colour = grade_colour(v.get("grade") if v.get("status") == "graded" else None)
+        where = np.nonzero(body_img == int(v["label"]))
+        if outline_vol is None or where[0].size == 0:
+            continue
+        # the outline at sub-voxel precision: the body's mask interpolated in its bounding box
+        r0, r1 = max(int(where[0].min()) - 3, 0), int(where[0].max()) + 4
+        c0, c1 = max(int(where[1].min()) - 3, 0), int(where[1].max()) + 4
+        mask = sample_world(
+            outline_vol, sheet.points_mm[r0:r1, c0:c1], order=1, label=int(v["label"])
+        )
+        if _contour(ax, off[c0:c1], arc[r0:r1], mask, colour=colour, width=1.6):
+            outlined[level] = colour
+
+    ticks = sorted(positions.items(), key=lambda kv: kv[1])
+    ax.set_yticks([p for _, p in ticks], [lv for lv, _ in ticks])
+    ax.tick_params(axis="y", labelsize=8, length=3)
+    # Text beside the image, pushed apart where vertebrae are closer than one line of text.
+    px_per_mm = ax_h * _DPI / span
+    gap_mm = 15.0 / px_per_mm
+    placed: list[float] = []
+    by_level = {str(v["level"]): v for v in verts}
+    transform = ax.get_yaxis_transform()
+    for level, pos in ticks:
+        y = pos if not placed else max(pos, placed[-1] + gap_mm)
+        placed.append(y)
+        v = by_level[level]
+        colour = grade_colour(v.get("grade") if v.get("status") == "graded" else None)
+        ax.plot([1.0, 1.04], [pos, y], transform=transform, color=colour, lw=1.0, clip_on=False)
+        ax.text(
+            1.05,
+            y,
+            _overview_label(v),
+            transform=transform,
+            va="center",
+            ha="left",
+            fontsize=8.5,
+            color="black",
+            bbox={
+                "boxstyle": "round,pad=0.25",
+                "facecolor": colour,
+                "alpha": 0.35,
+                "edgecolor": colour,
+            },
+            clip_on=False,
+        )
+    title = {
+        "ct": "curved reformat along the centreline (straightened)",
+        "labels": "segmentation along the centreline (no CT)",
+        "plain": "body outlines along the centreline (no CT)",
+    }[background]
+    ax.set_title(title, fontsize=9, loc="left")
+    return OverviewFigure(fig, sheet, body_img, positions, outlined, background)
+
+
+# --- one vertebra -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeightLine:
+    """One height drawn on a vertebra's sagittal slice: a vertical segment.
+
+    Coordinates are the vertebra's local frame (mm from the frame origin): ``ap_mm`` (anterior
+    positive) and ``si_mm`` = (inferior end, superior end).
+    """
+
+    region: str
+    kind: Literal["measured", "reference"]
+    ap_mm: float
+    si_mm: tuple[float, float]
+
+    @property
+    def length_mm(self) -> float:
+        return self.si_mm[1] - self.si_mm[0]
+
+    @property
+    def middle_mm(self) -> float:
+        return 0.5 * (self.si_mm[0] + self.si_mm[1])
+
+
+@dataclass(frozen=True)
+class VertebraFigure:
+    """One vertebra's panel and what was drawn on it.
+
+    Attributes
+    ----------
+    figure : Figure
+    lines : tuple of HeightLine
+        Measured and reference heights, in the order drawn.
+    background : {"ct", "labels", "plain", "none"}
+        What the sagittal slice shows ("none": no frame, no slice).
+    loss_map : bool
+        Whether the height-loss map was drawn.
+    """
+
+    figure: Figure
+    lines: tuple[HeightLine, ...]
+    background: Literal["ct", "labels", "plain", "none"]
+    loss_map: bool
+
+
+def panel_extent_mm(vertebrae: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+    """Half-extents ``(si, ap)`` (mm) of the sagittal slices, one for the whole study, so that every
+    panel has the same scale: half the tallest body plus a margin, half the deepest plus a margin.
+
+    >>> panel_extent_mm([{"heights_mm": {"anterior": 20.0, "posterior": 24.0}, "depth_mm": 30.0}])
+    (23.0, 27.0)
+    """
+    tallest, deepest = 0.0, 0.0
+    for v in vertebrae:
+        for key in ("heights_mm", "heights_mask_mm"):
+            h = v.get(key) or {}
+            vals = [float(x) for x in h.values() if x is not None]
+            if vals:
+                tallest = max(tallest, max(vals))
+                break
+        if v.get("depth_mm") is not None:
+            deepest = max(deepest, float(v["depth_mm"]))
+    half_si = 0.5 * (tallest or 30.0) + _PANEL_MARGIN_SI_MM
+    half_ap = 0.5 * (deepest or 36.0) + _PANEL_MARGIN_AP_MM
+    return float(np.clip(half_si, 15.0, 45.0)), float(np.clip(half_ap, 18.0, 60.0))
+
+
+def loss_colormap(thresholds: Sequence[float] = GENANT_THRESHOLDS) -> Colormap:
+    """Colour map of the height-loss map over :data:`_LOSS_RANGE_PCT` (%): blue below 0 (taller
+    than the reference), white at 0, then the grade colours at the grade thresholds.
+
+    NaN (outside the footprint) is transparent.
+    """
+    lo, hi = _LOSS_RANGE_PCT
+
+    def at(pct: float) -> float:
+        return float(np.clip((pct - lo) / (hi - lo), 0.0, 1.0))
+
+    t1, t2, t3 = (100.0 * float(t) for t in thresholds)
+    stops = [
+        (0.0, "#3b6fb6"),
+        (at(0.0), "#f7f7f7"),
+        (at(t1), GRADE_COLOURS[1]),
+        (at(t2), GRADE_COLOURS[2]),
+        (at(t3), GRADE_COLOURS[3]),
+        (1.0, "#5c0a16"),
+    ]
+    cleaned: list[tuple[float, str]] = []
+    for pos, col in stops:
+        if cleaned and pos <= cleaned[-1][0]:
+            pos = min(1.0, cleaned[-1][0] + 1e-3)
+        cleaned.append((pos, col))
+    cleaned[-1] = (1.0, cleaned[-1][1])
+    cmap = LinearSegmentedColormap.from_list("vertgrade_loss", cleaned)
+    return cmap.with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
+
+
+def _slice_points(
+    frame: LocalFrame, si: NDArray[np.float64], ap: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """(R, C, 3) world points of the sagittal slice ``lr = 0``: rows along ``si``, columns
+    along ``ap``."""
+    return (
+        frame.origin[None, None, :]
+        + si[:, None, None] * frame.si[None, None, :]
+        + ap[None, :, None] * frame.ap[None, None, :]
+    )
+
+
+def _plane_trace(
+    plane: Mapping[str, Sequence[float]], frame: LocalFrame, ap: NDArray[np.float64]
+) -> NDArray[np.float64] | None:
+    """``si`` (mm) of an endplate plane where it crosses the slice ``lr = 0``, at each ``ap``."""
+    p = frame.to_local(np.asarray(plane["point_mm"], dtype=np.float64)[None, :])[0]
+    n = frame.rotation @ np.asarray(plane["normal"], dtype=np.float64)
+    if abs(n[0]) < 0.2:  # a plane nearly parallel to si: not an endplate seen from the side
+        return None
+    si: NDArray[np.float64] = p[0] - (n[1] * (ap - p[1]) + n[2] * (0.0 - p[2])) / n[0]
+    return si
+
+
+def _height_lines(
+    vertebra: Mapping[str, Any], frame: LocalFrame
+) -> tuple[list[HeightLine], list[HeightLine]]:
+    thirds = vertebra.get("thirds") or {}
+    ref = ((vertebra.get("reference") or {}).get("heights_mm")) or {}
+    measured, reference = [], []
+    for r in REGIONS:
+        t = thirds.get(r)
+        if not t:
+            continue
+        loc = frame.to_local(np.asarray([t["inferior_mm"], t["superior_mm"]], dtype=np.float64))
+        ap = float(loc[:, 1].mean())
+        line = HeightLine(r, "measured", ap, (float(loc[0, 0]), float(loc[1, 0])))
+        measured.append(line)
+        if ref.get(r) is not None:
+            h = float(ref[r])
+            mid = line.middle_mm
+            reference.append(HeightLine(r, "reference", ap, (mid - 0.5 * h, mid + 0.5 * h)))
+    return measured, reference
+
+
+def vertebra_figure(
+    vertebra: Mapping[str, Any],
+    *,
+    ct: Volume | None = None,
+    bodies: Volume | None = None,
+    labels: Volume | None = None,
+    extent_mm: tuple[float, float] = (30.0, 32.0),
+    thresholds: Sequence[float] = GENANT_THRESHOLDS,
+) -> VertebraFigure:
+    """One vertebra's panel: its sagittal slice with the heights, and its axial height-loss map.
+
+    Left: the slice ``lr = 0`` of the vertebra's local frame (``si`` up, ``ap`` across, anterior
+    on the left), resampled from the CT (or from the labels), the body outlined in its grade's
+    colour and neighbouring bodies in grey, the fitted endplate planes dashed. Each third's
+    measured height is a vertical line between the third's mean superior and inferior endplate
+    points (``thirds``, projected onto the slice); its reference height is a pale wider line of
+    the reference's length centred on the measured line's middle, so that what is missing shows
+    at both ends. Right: the height-loss map (%) over the body's axial footprint, anterior at the
+    top, patient's right on the left; a vertebra not graded gets the reason instead (its heights
+    may be truncated or implausible, and their map would read as a fracture).
+
+    Parameters
+    ----------
+    vertebra : mapping
+        One entry of ``result.json``'s ``vertebrae``.
+    ct, bodies, labels : Volume, optional
+        As for :func:`overview_figure`.
+    extent_mm : (float, float)
+        Half-extents ``(si, ap)`` of the slice (see :func:`panel_extent_mm`).
+    thresholds : (3,) float
+        The grade thresholds (for the loss map's colours).
+
+    Returns
+    -------
+    VertebraFigure
+    """
+    # fixed axes positions (figure fractions): no layout engine, which would cost a second draw
+    fig = Figure(figsize=(7.8, 3.3), dpi=_DPI)
+    ax_s = fig.add_axes((0.075, 0.14, 0.38, 0.78))
+    ax_m = fig.add_axes((0.545, 0.14, 0.33, 0.78))
+    cax = fig.add_axes((0.9, 0.18, 0.016, 0.7))
+    graded = vertebra.get("status") == "graded"
+    colour = grade_colour(vertebra.get("grade") if graded else None)
+    frame = frame_from_dict(vertebra.get("frame"))
+    lines: list[HeightLine] = []
+    background: Literal["ct", "labels", "plain", "none"] = "none"
+    if frame is None:
+        ax_s.set_axis_off()
+        ax_s.text(
+            0.5,
+            0.5,
+            "no body: nothing to show",
+            ha="center",
+            va="center",
+            transform=ax_s.transAxes,
+            fontsize=9,
+        )
+    else:
+        background = _draw_slice(ax_s, vertebra, frame, ct, bodies, labels, extent_mm, colour)
+        measured, reference = _height_lines(vertebra, frame)
+        rh = vertebra.get("rhlv") or {}
+        for line in reference:
+            ax_s.plot(
+                [line.ap_mm] * 2,
+                line.si_mm,
+                color=_REFERENCE_COLOUR,
+                alpha=0.55,
+                lw=7,
+                solid_capstyle="butt",
+            )
+        for line in measured:
+            ax_s.plot(
+                [line.ap_mm] * 2,
+                line.si_mm,
+                color=_MEASURED_COLOUR,
+                lw=2.0,
+                marker="_",
+                markersize=9,
+                markeredgewidth=2.0,
+            )
+            loss = rh.get(line.region)
+            text = _SHORT[line.region] + ("" if loss is None else f"\n{_pct(loss)}%")
+            ax_s.text(
+                line.ap_mm,
+                line.si_mm[0] - 1.5,
+                text,
+                ha="center",
+                va="top",
+                fontsize=7.5,
+                color="white",
+                path_effects=_halo(),
+            )
+        lines = reference + measured
+    _draw_loss_map(ax_m, cax, vertebra, thresholds)
+    return VertebraFigure(fig, tuple(lines), background, bool(ax_m.images))
+
+
+def _draw_slice(
+    ax: Axes,
+    vertebra: Mapping[str, Any],
+    frame: LocalFrame,
+    ct: Volume | None,
+    bodies: Volume | None,
+    labels: Volume | None,
+    extent_mm: tuple[float, float],
+    colour: str,
+) -> Literal["ct", "labels", "plain"]:
+    half_si, half_ap = extent_mm
+    n_si = round(half_si / _PANEL_STEP_MM)
+    n_ap = round(half_ap / _PANEL_STEP_MM)
+    si = _PANEL_STEP_MM * np.arange(n_si, -n_si - 1, -1, dtype=np.float64)  # top row superior
+    ap = _PANEL_STEP_MM * np.arange(-n_ap, n_ap + 1, dtype=np.float64)
+    pts = _slice_points(frame, si, ap)
+    label = int(vertebra["label"])
+    outline_vol = bodies if bodies is not None else labels
+    others = (
+        np.rint(sample_world(outline_vol, pts, order=0)).astype(np.int64)
+        if outline_vol is not None
+        else None
+    )
+    background: Literal["ct", "labels", "plain"]
+    if ct is not None:
+        image = _window(sample_world(ct, pts, order=1, cval=-1000.0))
+        background = "ct"
+    else:
+        image = np.full(pts.shape[:2], 0.06, np.float32)
+        background = "plain"
+        if labels is not None:
+            image[sample_world(labels, pts, order=0) > 0] = 0.30
+            background = "labels"
+        if bodies is not None and others is not None:
+            image[others > 0] = 0.45
+    half = 0.5 * _PANEL_STEP_MM
+    ax.imshow(
+        image,
+        cmap="gray",
+        vmin=0.0,
+        vmax=1.0,
+        extent=(ap[0] - half, ap[-1] + half, si[-1] - half, si[0] + half),
+        origin="upper",
+        interpolation="bilinear",
+    )
+    if outline_vol is not None and others is not None:
+        for other in np.unique(others):
+            if other not in (0, label):
+                _contour(
+                    ax,
+                    ap,
+                    si,
+                    (others == other).astype(np.float32),
+                    colour=_OTHER_BODY_COLOUR,
+                    width=0.8,
+                    style="dotted",
+                )
+        own = sample_world(outline_vol, pts, order=1, label=label)
+        _contour(ax, ap, si, own, colour=colour, width=1.6)
+    planes = vertebra.get("endplates") or {}
+    for key in ("superior", "inferior"):
+        if planes.get(key):
+            trace = _plane_trace(planes[key], frame, ap)
+            if trace is not None:
+                ok = (trace > si[-1]) & (trace < si[0])
+                ax.plot(
+                    np.where(ok, ap, np.nan),
+                    np.where(ok, trace, np.nan),
+                    color="white",
+                    lw=0.8,
+                    ls=(0, (4, 3)),
+                    alpha=0.7,
+                )
+    ax.set_xlim(ap[-1] + half, ap[0] - half)  # anterior on the left
+    ax.set_ylim(si[-1] - half, si[0] + half)
+    ax.set_aspect("equal")
+    ax.set_xlabel("ap (mm), anterior left", fontsize=8)
+    ax.set_ylabel("si (mm)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title("sagittal slice, local frame", fontsize=8.5)
+    return background
+
+
+def _draw_loss_map(
+    ax: Axes, cax: Axes, vertebra: Mapping[str, Any], thresholds: Sequence[float]
+) -> None:
+    # A vertebra not graded gets no map: its heights may be truncated (cut by the field of
+    # view) or implausible, and a map of them would read as a fracture.
+    lm = vertebra.get("loss_map") if vertebra.get("status") == "graded" else None
+    values = None
+    if lm:
+        values = np.array(
+            [[np.nan if x is None else float(x) for x in row] for row in lm["values"]],
+            dtype=np.float64,
+        ).reshape(len(lm["ap_mm"]), len(lm["lr_mm"]))
+        if not np.isfinite(values).any():
+            values = None
+    if lm is None or values is None:
+        ax.set_axis_off()
+        cax.set_axis_off()
+        why = vertebra.get("reason") or "no reference height map for this vertebra"
+        ax.text(
+            0.5,
+            0.5,
+            "no height-loss map\n" + _wrap(str(why), 42),
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=8.5,
+            color="#444444",
+        )
+        return
+    ap_mm = np.asarray(lm["ap_mm"], dtype=np.float64)
+    lr_mm = np.asarray(lm["lr_mm"], dtype=np.float64)
+    d_ap = float(ap_mm[1] - ap_mm[0]) if len(ap_mm) > 1 else 2.0
+    d_lr = float(lr_mm[1] - lr_mm[0]) if len(lr_mm) > 1 else 2.0
+    cmap, norm = loss_colormap(thresholds), Normalize(*_LOSS_RANGE_PCT)
+    ax.imshow(
+        100.0 * values,
+        cmap=cmap,
+        norm=norm,
+        origin="lower",  # row 0 = most posterior at the bottom: anterior at the top
+        extent=(
+            lr_mm[0] - d_lr / 2,
+            lr_mm[-1] + d_lr / 2,
+            ap_mm[0] - d_ap / 2,
+            ap_mm[-1] + d_ap / 2,
+        ),
+        interpolation="nearest",
+    )
+    ax.set_xlim(lr_mm[-1] + d_lr / 2, lr_mm[0] - d_lr / 2)  # patient's right on the left
+    ax.set_facecolor("#eeeeee")
+    ax.set_xlabel("lr (mm), patient's right on the left", fontsize=8)
+    ax.set_ylabel("ap (mm), anterior up", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_title("axial height-loss map", fontsize=8.5)
+    # the colour bar: a gradient image (a third of the cost of matplotlib's Colorbar)
+    lo, hi = _LOSS_RANGE_PCT
+    cax.imshow(
+        np.linspace(lo, hi, 256)[:, None],
+        cmap=cmap,
+        norm=norm,
+        origin="lower",
+        aspect="auto",
+        extent=(0.0, 1.0, lo, hi),
+    )
+    cax.set_xticks([])
+    cax.yaxis.tick_right()
+    cax.yaxis.set_label_position("right")
+    cax.set_yticks([lo, 0.0, *(100.0 * float(t) for t in thresholds), hi])
+    cax.set_ylabel("height loss (%)", fontsize=8)
+    cax.tick_params(labelsize=7)
+
+
+def _wrap(text: str, width: int) -> str:
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    if line:
+        lines.append(line)
+    return "\n".join(lines[:4])
