@@ -472,6 +472,84 @@ def report(
     _out.print("written: " + ", ".join(str(p) for p in written))
 
 
+@app.command()
+def cohort(
+    input: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of studies (VerSe, TotalSegmentator, ct + labels folders) or a CSV "
+            "with the columns subject, ct, labels (and optionally bodies)."
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", help="Cohort folder; an earlier run there is resumed."),
+    ] = Path("vertgrade-cohort"),
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Address of a running Dask scheduler (tcp://host:8786); default: a local cluster.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", "-w", min=1, help="Worker processes of the local cluster (default: cores)."
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Grade every study again; write into a non-empty folder."),
+    ] = False,
+) -> None:
+    """Grade every study of a cohort in parallel on Dask, resumably: one result folder per study,
+    one table of all vertebrae (vertebrae.csv, vertebrae.parquet) and failures.csv."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from vertgrade.cohort import CohortProgress, discover_studies, run_cohort
+
+    specs = _run(discover_studies, input)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=_err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("grading", total=len(specs))
+
+        def on_progress(ev: CohortProgress) -> None:
+            bar.update(task, completed=ev.done, description=f"{ev.subject} {ev.status}")
+
+        summary = _run(
+            run_cohort,
+            specs,
+            output,
+            scheduler=scheduler,
+            workers=workers,
+            force=force,
+            progress=on_progress,
+        )
+    _out.print(
+        f"{len(summary.graded)} graded, {len(summary.skipped)} already done, "
+        f"{len(summary.failures)} failed; {summary.n_vertebrae} vertebrae in "
+        f"{summary.table_csv} and {summary.table_parquet}"
+    )
+    if summary.failures:
+        for f in summary.failures[:5]:
+            _err.print(f"failed: {f.subject}: {f.error}", markup=False, highlight=False)
+        _err.print(f"all failures in {summary.failures_csv}", markup=False, highlight=False)
+        raise typer.Exit(1)
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m vertgrade`
     app(prog_name="vertgrade")
 
