@@ -40,8 +40,6 @@ import io
 import json
 import logging
 import math
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +49,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vertgrade.errors import InputError
+from vertgrade.io._atomic import staged_files
 from vertgrade.levels import VERSE_LABELS, label_id, level_name, order_key
 
 if TYPE_CHECKING:
@@ -1134,9 +1133,7 @@ def write_evaluation(ev: Evaluation, out_dir: str | Path, *, force: bool = False
     from vertgrade.report.writers import check_output_dir
 
     out = check_output_dir(out_dir, force=force)
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".vertgrade-staging-", dir=out))
-    try:
+    with staged_files(out, EVALUATION_FILES) as staging:
         texts = {
             "metrics.json": json.dumps(ev.to_dict(), indent=2, allow_nan=False) + "\n",
             "metrics.csv": _metrics_csv(ev),
@@ -1146,14 +1143,7 @@ def write_evaluation(ev: Evaluation, out_dir: str | Path, *, force: bool = False
         for name, text in texts.items():
             (staging / name).write_text(text, encoding="utf-8", newline="")
         _confusion_png(ev, staging / "confusion.png")
-        written = []
-        for name in EVALUATION_FILES:
-            target = out / name
-            (staging / name).replace(target)
-            written.append(target)
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return [out / name for name in EVALUATION_FILES]
 
 
 def _cell(m: Metric) -> str:

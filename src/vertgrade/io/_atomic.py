@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["atomic_path", "staged_files", "write_bytes_atomic", "write_text_atomic"]
 
 
 @contextlib.contextmanager
@@ -49,3 +50,21 @@ def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 ``text`` to ``target`` atomically (newline ``\\n`` on every platform)."""
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as fh:
         fh.write(text)
+
+
+@contextlib.contextmanager
+def staged_files(out_dir: Path, names: Sequence[str]) -> Iterator[Path]:
+    """Yield a hidden staging folder inside ``out_dir`` in which to write the files ``names``.
+
+    When the block succeeds, each file is moved onto ``out_dir / name`` by an atomic rename (in
+    the order given), so every output file appears whole; on error, or in any case afterwards,
+    the staging folder is removed and earlier outputs stay as they were.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".vertgrade-staging-", dir=out_dir))
+    try:
+        yield staging
+        for name in names:
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

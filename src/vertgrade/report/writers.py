@@ -10,8 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import jsonschema
 
 from vertgrade.errors import OutputError
+from vertgrade.io._atomic import staged_files
 from vertgrade.io.nifti import save_nifti
 from vertgrade.result import CSV_COLUMNS, SpineResult
 
@@ -87,11 +86,9 @@ def write_result(result: SpineResult, out_dir: str | Path, *, force: bool = Fals
     per-segment angles of :mod:`vertgrade.alignment`.
     """
     out = check_output_dir(out_dir, force=force)
-    out.mkdir(parents=True, exist_ok=True)
     document = result.to_dict()
     validate_result(document)
-    staging = Path(tempfile.mkdtemp(prefix=".vertgrade-staging-", dir=out))
-    try:
+    with staged_files(out, OUTPUT_FILES) as staging:
         (staging / "result.json").write_text(
             json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8"
         )
@@ -99,11 +96,4 @@ def write_result(result: SpineResult, out_dir: str | Path, *, force: bool = Fals
         (staging / "alignment.csv").write_text(_alignment_csv(result), encoding="utf-8", newline="")
         bodies = result.grid.to_input_grid(result.bodies)
         save_nifti(bodies, result.grid.affine, staging / "bodies.nii.gz")
-        written = []
-        for name in OUTPUT_FILES:
-            target = out / name
-            (staging / name).replace(target)
-            written.append(target)
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return [out / name for name in OUTPUT_FILES]
