@@ -1,0 +1,192 @@
+"""The SVM grader: features, leak control, training with grouped cross-validation, files.
+
+Feature files are written here directly (their format is the one
+``vertgrade.grader.write_synthesis_features`` writes; ``tests/test_synthesis.py`` checks that
+writer on a study graded with a trained generator), so these tests need no PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vertgrade.errors import InputError, ModelFileError, OutputError
+from vertgrade.grader import (
+    FEATURES_FILE,
+    evaluate_grader,
+    feature_names,
+    fit_grader,
+    load_grader,
+    save_grader,
+    synthesis_features,
+    train_grader,
+)
+from vertgrade.morphometry import RegionHeights
+
+NAMES = feature_names(["sagittal", "coronal"])
+#: typical RHLV of each grade's worst third (Genant: < 20 %, 20-25, 25-40, > 40 %)
+CENTRES = {0: 0.03, 1: 0.225, 2: 0.32, 3: 0.5}
+
+
+def _features(grade: int, rng: np.random.Generator) -> dict[str, float]:
+    loss = CENTRES[grade] + rng.normal(0, 0.02)
+    return {n: float(loss * (1.0 if "anterior" in n else 0.6) + rng.normal(0, 0.01)) for n in NAMES}
+
+
+def _write_study(
+    folder: Path,
+    subject: str,
+    grades: dict[int, int],
+    rng: np.random.Generator,
+    *,
+    trained_on: list[str],
+) -> None:
+    folder.mkdir(parents=True)
+    doc = {
+        "format": 1,
+        "subject": subject,
+        "model": {"model": "synthesis-test-0123456789ab", "trained_subjects": trained_on},
+        "passes": ["sagittal", "coronal"],
+        "vertebrae": [
+            {
+                "label": lab,
+                "level": str(lab),
+                "status": "graded",
+                "threshold_grade": g,
+                "features": _features(g, rng),
+                "reference_passes_mm": {},
+            }
+            for lab, g in grades.items()
+        ],
+    }
+    (folder / FEATURES_FILE).write_text(json.dumps(doc))
+
+
+@pytest.fixture()
+def cohort(tmp_path: Path) -> tuple[list[Path], dict[str, dict[int, int]]]:
+    """12 subjects, 7 vertebrae each, grades of every kind; features from 'another fold'."""
+    rng = np.random.default_rng(1)
+    dirs, table = [], {}
+    for i in range(12):
+        subject = f"sub-{i:02d}"
+        grades = {17 + k: 0 for k in range(7)}
+        grades[18] = i % 4
+        grades[21] = (i + 2) % 4
+        table[subject] = grades
+        d = tmp_path / subject
+        _write_study(d, subject, grades, rng, trained_on=[f"other-{i}"])
+        dirs.append(d)
+    return dirs, table
+
+
+def test_feature_names_three_per_pass() -> None:
+    assert len(NAMES) == 6
+    assert NAMES[:3] == [
+        "rhlv_sagittal_anterior",
+        "rhlv_sagittal_middle",
+        "rhlv_sagittal_posterior",
+    ]
+
+
+def test_features_are_rhlv_against_each_pass() -> None:
+    from types import SimpleNamespace
+
+    v = SimpleNamespace(label=20, heights_mm=RegionHeights(20.0, 15.0, 18.0, 24.0))
+    result = SimpleNamespace(vertebrae=(v,))
+    refs = {20: {"sagittal": RegionHeights(25.0, 25.0, 24.0, 24.0)}}
+    f = synthesis_features(result, refs)  # type: ignore[arg-type]
+    assert f[20]["rhlv_sagittal_anterior"] == pytest.approx(0.4)
+    assert f[20]["rhlv_sagittal_middle"] == pytest.approx(0.25)
+    assert f[20]["rhlv_sagittal_posterior"] == pytest.approx(0.0)
+
+
+def test_train_save_load_and_evaluate(cohort, tmp_path: Path) -> None:
+    dirs, table = cohort
+    out = tmp_path / "grader.joblib"
+    grader = train_grader(dirs[:9], table, out)
+    s = grader.summary
+    assert s["n_subjects"] == 9 and list(s["features"]) == NAMES
+    expected = np.bincount([g for d in dirs[:9] for g in table[d.name].values()], minlength=4)
+    assert s["class_counts"] == {str(g): int(n) for g, n in enumerate(expected)}
+    assert s["cv_macro_f1"] is not None and s["cv_macro_f1"] > 0.8
+    loaded = load_grader(out)
+    assert loaded.features == tuple(NAMES) and loaded.classes == (0, 1, 2, 3)
+    rng = np.random.default_rng(5)
+    feats = {k: _features(g, rng) for k, g in enumerate([0, 1, 2, 3, 3, 0])}
+    feats[99] = {**_features(0, rng), NAMES[0]: None}  # type: ignore[dict-item]
+    preds = loaded.predict_features(feats)
+    assert 99 not in preds  # incomplete features: left to the threshold grade
+    for k, g in enumerate([0, 1, 2, 3, 3, 0]):
+        p = preds[k]
+        assert p.grade == g
+        assert p.probability == pytest.approx(p.probabilities[p.grade])
+        assert abs(sum(p.probabilities.values()) - 1.0) < 1e-6
+    ev = evaluate_grader(out, dirs[9:], table)
+    assert ev["n_subjects"] == 3 and ev["macro_f1"] > 0.6
+    assert sum(map(sum, ev["confusion"])) == ev["n_vertebrae"] == 21
+    # an independent tally of the same predictions gives the same macro-F1
+    truth, pred = [], []
+    for d in dirs[9:]:
+        doc = json.loads((d / FEATURES_FILE).read_text())
+        feats = {v["label"]: v["features"] for v in doc["vertebrae"]}
+        for lab, p in loaded.predict_features(feats).items():
+            truth.append(table[d.name][lab])
+            pred.append(p.grade)
+    f1 = []
+    pairs = list(zip(truth, pred, strict=True))
+    for g in range(4):
+        tp = sum(t == g and q == g for t, q in pairs)
+        fp = sum(t != g and q == g for t, q in pairs)
+        fn = sum(t == g and q != g for t, q in pairs)
+        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    assert ev["macro_f1"] == pytest.approx(np.mean(f1))
+    assert "threshold" in ev
+    with pytest.raises(OutputError, match="exists"):
+        train_grader(dirs[:9], table, out)
+
+
+def test_features_of_subjects_the_generator_saw_are_refused(cohort, tmp_path: Path) -> None:
+    dirs, table = cohort
+    rng = np.random.default_rng(2)
+    leaky = tmp_path / "leaky"
+    _write_study(leaky, "sub-leak", {20: 0, 21: 3}, rng, trained_on=["sub-leak", "sub-x"])
+    with pytest.raises(InputError, match="cross-fitting"):
+        train_grader([*dirs, leaky], table | {"sub-leak": {20: 0, 21: 3}}, tmp_path / "g.joblib")
+    with pytest.raises(InputError, match="grade this study with --reference synthesis"):
+        train_grader([tmp_path], table, tmp_path / "g.joblib")
+
+
+def test_too_few_vertebrae_per_grade(tmp_path: Path) -> None:
+    x = np.zeros((5, 6))
+    with pytest.raises(InputError, match="fewer than 3"):
+        fit_grader(x, np.array([0, 0, 0, 1, 1]), ["a"] * 5, NAMES)
+    with pytest.raises(InputError, match="at least two grades"):
+        fit_grader(x, np.zeros(5, int), ["a"] * 5, NAMES)
+
+
+def test_grader_file_errors(tmp_path: Path) -> None:
+    import joblib
+
+    with pytest.raises(ModelFileError, match="not found"):
+        load_grader(tmp_path / "none.joblib")
+    bad = tmp_path / "bad.joblib"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="not a readable grader file"):
+        load_grader(bad)
+    other = tmp_path / "other.joblib"
+    joblib.dump({"something": 1}, other)
+    with pytest.raises(ModelFileError, match="not a vertgrade grader"):
+        load_grader(other)
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2, 3], 5)
+    x = np.array([list(_features(int(g), rng).values()) for g in y])
+    g = fit_grader(x, y, [f"s{i % 5}" for i in range(y.size)], NAMES)
+    path = save_grader(g, tmp_path / "ok.joblib")
+    doc = joblib.load(path)
+    doc["vertgrade"] = "9.9.0"
+    joblib.dump(doc, tmp_path / "old.joblib")
+    with pytest.raises(ModelFileError, match=r"vertgrade 9\.9\.0"):
+        load_grader(tmp_path / "old.joblib")
