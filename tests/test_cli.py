@@ -165,3 +165,39 @@ def test_grade_from_dicom_with_dicom_outputs(tmp_path: Path) -> None:
                               str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "o2"),
                               "--dicom-out"])
     assert bad.exit_code == 2 and "need a DICOM series" in bad.stderr
+
+
+def test_synthesis_commands_end_to_end(tmp_path: Path) -> None:
+    """synthesis-data -> train-synthesis (2 epochs) -> grade --reference synthesis: the
+    commands run and write their files (accuracy is tested in tests/test_synthesis.py)."""
+    pytest.importorskip("torch")
+    rows = ["subject,label,grade"]
+    folders = []
+    for i, fr in ((1, []), (2, ["--fracture", "L1:wedge:0.3"])):
+        ph = tmp_path / f"ph{i}"
+        assert runner.invoke(app, ["phantom", "-o", str(ph), "--levels", "T11-L2",
+                                   "--seed", str(i), *fr]).exit_code == 0
+        v = tmp_path / f"v{i}"
+        v.mkdir()
+        (ph / "ct.nii.gz").rename(v / f"sub-p{i}_ct.nii.gz")
+        (ph / "labels.nii.gz").rename(v / f"sub-p{i}_seg-vert_msk.nii.gz")
+        rows += [f"sub-p{i},{r['label']},{r['grade']}" for r in _csv(ph / "truth.csv")]
+        folders.append(str(v))
+    grades = tmp_path / "g.csv"
+    grades.write_text("\n".join(rows) + "\n")
+    samples, model, out = tmp_path / "samples", tmp_path / "model", tmp_path / "out"
+    res = runner.invoke(app, ["synthesis-data", *folders, "--grades", str(grades), "-o",
+                              str(samples)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["train-synthesis", str(samples), "-o", str(model), "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    assert (model / "generator.safetensors").is_file()
+    res = runner.invoke(app, ["grade", folders[1], "-o", str(out), "--reference", "synthesis",
+                              "--model", str(model / "generator.safetensors"), "-q"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "result.json").read_text())
+    assert doc["provenance"]["reference_estimator"] != "neighbours"
+    assert (out / "synthesis.json").is_file()
+    bad = runner.invoke(app, ["grade", folders[1], "-o", str(tmp_path / "o2"), "--reference",
+                              "synthesis", "--model", str(tmp_path / "missing.safetensors")])
+    assert bad.exit_code == 2 and "missing.safetensors" in bad.stderr

@@ -175,6 +175,26 @@ def grade(
         bool,
         typer.Option("--anonymize", help="Replace patient and study identifiers in DICOM outputs."),
     ] = False,
+    reference: Annotated[
+        str,
+        typer.Option(
+            "--reference",
+            help="Healthy reference: neighbours (training-free) or synthesis (needs --model).",
+        ),
+    ] = "neighbours",
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Synthesis model file (generator.safetensors)."),
+    ] = None,
+    grader: Annotated[
+        Path | None,
+        typer.Option(
+            "--grader",
+            help="SVM grader file (train-grader); its grades and probabilities go to grader.json "
+            "beside the threshold grades.",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda (synthesis).")] = "cpu",
     report: Annotated[
         bool,
         typer.Option("--report", help="Also write report.html (figures of every vertebra)."),
@@ -198,6 +218,12 @@ def grade(
         _fail("give a CT, a VerSe folder, or --labels", 2)
     if anonymize and not dicom_out:
         _fail("--anonymize applies to DICOM outputs: add --dicom-out", 2)
+    if reference not in ("neighbours", "synthesis"):
+        _fail(f"--reference: {reference!r} is not one of neighbours, synthesis", 2)
+    if reference == "synthesis" and model is None:
+        _fail("--reference synthesis needs --model (a generator.safetensors file)", 2)
+    if grader is not None and reference != "synthesis":
+        _fail("--grader works on the synthesis features: add --reference synthesis --model", 2)
     _run(check_output_dir, output, force=force)
     if pdf:
         from vertgrade.report.html import require_browser
@@ -232,8 +258,21 @@ def grade(
             )
     for w in caught:
         _err.print(f"warning: {w.message}", markup=False, highlight=False, soft_wrap=True)
-    result = _run(grade_study, study)
+    ref = None
+    if reference == "synthesis":
+        from vertgrade.reference.synthesis import SynthesisReference
+        from vertgrade.synthesis.infer import Synthesiser
+
+        synth = _run(Synthesiser.from_file, model, device=device)
+        ref = _run(SynthesisReference, synth, study)
+    result = _run(grade_study, study, reference=ref)
     _run(write_result, result, output, force=force)
+    if ref is not None:
+        from vertgrade.grader import write_synthesis_features
+
+        _run(write_synthesis_features, result, ref, output)
+        if grader is not None:
+            _run(_write_grader_predictions, grader, result, ref, output)
     if report or pdf:
         from vertgrade.report.html import render_report, save_report
 
@@ -261,6 +300,30 @@ def grade(
         _out.print(
             f"results in {output}/ (result.json, vertebrae.csv, alignment.csv, bodies.nii.gz)"
         )
+
+
+def _write_grader_predictions(path: Path, result: Any, ref: Any, output: Path) -> None:
+    """The SVM grader's grade and probability per vertebra, beside the threshold grade."""
+    import json
+
+    from vertgrade.grader import load_grader
+    from vertgrade.io._atomic import write_text_atomic
+
+    preds = load_grader(path).grade(result, ref)
+    doc = {
+        "grader": str(path),
+        "vertebrae": [
+            {
+                "label": k,
+                "grade": p.grade,
+                "probability": round(p.probability, 4),
+                "probabilities": {str(g): round(v, 4) for g, v in p.probabilities.items()},
+                "threshold_grade": p.threshold_grade,
+            }
+            for k, p in sorted(preds.items())
+        ],
+    }
+    write_text_atomic(output / "grader.json", json.dumps(doc, indent=2) + "\n")
 
 
 def _is_dicom(path: Path) -> bool:
@@ -548,6 +611,98 @@ def cohort(
             _err.print(f"failed: {f.subject}: {f.error}", markup=False, highlight=False)
         _err.print(f"all failures in {summary.failures_csv}", markup=False, highlight=False)
         raise typer.Exit(1)
+
+
+@app.command("synthesis-data")
+def synthesis_data(
+    studies: Annotated[
+        list[str],
+        typer.Argument(help="VerSe subject folders, or CT:LABELS pairs of NIfTI files."),
+    ],
+    grades: Annotated[Path, typer.Option("--grades", "-g", help="Genant grades CSV.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Samples folder.")] = Path(
+        "samples"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the samples folder.")] = False,
+) -> None:
+    """Straighten studies into training samples for the synthesis model."""
+    from vertgrade.synthesis.data import build_samples
+
+    specs: list[str | tuple[str, str]] = [
+        (s.split(":", 1)[0], s.split(":", 1)[1]) if ":" in s else s for s in studies
+    ]
+    _run(build_samples, specs, grades, output, force=force)
+    _out.print(f"samples in {output}/")
+
+
+@app.command("train-synthesis")
+def train_synthesis_cmd(
+    samples: Annotated[Path, typer.Argument(help="Samples folder (synthesis-data).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model folder.")] = Path("model"),
+    config: Annotated[str, typer.Option("--config", help="tiny or paper.")] = "tiny",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs.")] = None,
+    fold: Annotated[
+        int | None, typer.Option("--fold", help="Cross-fitting fold left out (0-based).")
+    ] = None,
+    folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-fitting folds.")] = 5,
+    force: Annotated[bool, typer.Option("--force", help="Start again, not resume.")] = False,
+) -> None:
+    """Train (or resume) the synthesis generator; checkpoints in the model folder."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from vertgrade.synthesis.data import held_out_subjects
+    from vertgrade.synthesis.train import TrainProgress, train_synthesis
+
+    exclude = _run(held_out_subjects, samples, fold, folds) if fold is not None else []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=_err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("training", total=None)
+
+        def on_progress(ev: TrainProgress) -> None:
+            bar.update(
+                task,
+                completed=ev.epoch - 1 + ev.step / max(ev.steps, 1),
+                total=ev.total_epochs,
+                description=f"epoch {ev.epoch}/{ev.total_epochs}, G {ev.generator_loss:.3g}, "
+                f"D {ev.discriminator_loss:.3g}",
+            )
+
+        summary = _run(
+            train_synthesis,
+            samples,
+            output,
+            config=config,
+            device=device,
+            epochs=epochs,
+            exclude_subjects=exclude,
+            force=force,
+            progress=on_progress,
+        )
+    _out.print(f"model in {output}/: {summary}", markup=False, highlight=False)
+
+
+@app.command("train-grader")
+def train_grader_cmd(
+    results: Annotated[
+        list[Path], typer.Argument(help="Result folders graded with --reference synthesis.")
+    ],
+    grades: Annotated[Path, typer.Option("--grades", "-g", help="Genant grades CSV.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Grader file.")] = Path(
+        "grader.joblib"
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the grader file.")] = False,
+) -> None:
+    """Train the SVM grader on the synthesis RHLV features (never on the generator's subjects)."""
+    from vertgrade.grader import train_grader
+
+    g = _run(train_grader, results, grades, output, force=force)
+    _out.print(f"grader in {output}: {g.summary}", markup=False, highlight=False)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m vertgrade`
