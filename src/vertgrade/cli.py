@@ -473,7 +473,7 @@ def demo(
     agree = sum(1 for v in result.vertebrae if v.grade == truth[v.label]["grade"])
     _out.print(f"grades agree with the truth for {agree} of {len(result.vertebrae)} vertebrae")
     _out.print(
-        f"results in {res_dir}/ (result.json, vertebrae.csv, bodies.nii.gz); "
+        f"results in {res_dir}/ (result.json, vertebrae.csv, alignment.csv, bodies.nii.gz); "
         f"truth in {ph_dir}/truth.csv"
     )
 
