@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from vertgrade.errors import InputError, OutputError, VertgradeError
 from vertgrade.io._atomic import atomic_path, write_text_atomic
-from vertgrade.io.study import _TS_FILE, _checksum
+from vertgrade.io.study import TOTALSEG_STRUCTURE_FILE, input_checksum
 from vertgrade.pipeline import GradingConfig
 from vertgrade.report.writers import OUTPUT_FILES
 from vertgrade.result import CSV_COLUMNS
@@ -447,7 +447,7 @@ def _search_folder(root: Path) -> list[StudySpec]:
         for p in free(d):
             if _LABEL_FILE.match(p.name):
                 sources.setdefault(d, []).append(p)
-        if any(_TS_FILE.match(p.name) for p in free(d)):
+        if any(TOTALSEG_STRUCTURE_FILE.match(p.name) for p in free(d)):
             owner = d
             if (
                 d != root
@@ -545,7 +545,7 @@ def _stat(path: Path) -> str:
         lines = [
             f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
             for p in sorted(path.iterdir())
-            if _TS_FILE.match(p.name)
+            if TOTALSEG_STRUCTURE_FILE.match(p.name)
         ]
         return "folder:" + hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
     st = path.stat()
@@ -625,7 +625,7 @@ def _process_study(
         stats = {role: _stat(p) for role, p in inputs.items()}  # before reading: a file
         manifest = None if force else _read_manifest(target)  # changed meanwhile is redone
         if manifest is not None and manifest.get("parameters_sha256") == parameters:
-            checksums = {role: _checksum(p) for role, p in inputs.items()}
+            checksums = {role: input_checksum(p) for role, p in inputs.items()}
             if manifest.get("key") == _study_key(checksums, parameters):
                 fresh = _manifest(spec, checksums, stats, parameters)
                 if fresh != manifest:

@@ -185,7 +185,7 @@ def grade_study(
     hu = _hu_all(order, vox, iso, study, cfg)
     timings["measure"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    flags, primary, measured = _assess(order, vox, iso, meas, study, cfg)
+    flags, primary, measured = _assess(order, vox, iso, meas, frames, study, cfg)
     refs = estimator.estimate(measured)
     # The frames so far follow a curve through body centres. Each sound body's own axis is the
     # bisector of its endplates' normals; a fractured body's endplates are deformed, so its axis
@@ -197,7 +197,7 @@ def grade_study(
         t3 = time.perf_counter()
         meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
         timings["measure"] += time.perf_counter() - t3
-        flags, primary, measured = _assess(order, vox, iso, meas, study, cfg)
+        flags, primary, measured = _assess(order, vox, iso, meas, frames, study, cfg)
         refs = estimator.estimate(measured)
 
     results = []
@@ -318,6 +318,7 @@ def _assess(
     vox: dict[int, VertebraVoxels],
     iso: dict[int, BodyIsolation],
     meas: dict[int, BodyMeasurement],
+    frames: dict[int, LocalFrame],
     study: Study,
     cfg: GradingConfig,
 ) -> tuple[
@@ -372,7 +373,13 @@ def _assess(
             hmap_mm = mk.height_map_ct_mm if src == "ct" else mk.height_map.heights_mm
         measured.append(
             MeasuredVertebra(
-                k, h, mk.height_map if mk else None, hmap_mm, mk.regions if mk else None, usable
+                k,
+                h,
+                mk.height_map if mk else None,
+                hmap_mm,
+                mk.regions if mk else None,
+                usable,
+                frames.get(k),
             )
         )
     return flags, primary, measured
@@ -615,6 +622,7 @@ def _grade_one(
         loss_map=loss_map,
         endplates=planes,
         thirds=thirds,
+        threshold_grade=grade,
     )
 
 

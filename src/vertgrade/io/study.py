@@ -42,7 +42,7 @@ __all__ = [
 
 LabelFormat = Literal["auto", "verse", "totalseg-total"]
 
-_TS_FILE = re.compile(r"^vertebrae_([CTLS]\d{1,2})\.nii(\.gz)?$", re.IGNORECASE)
+TOTALSEG_STRUCTURE_FILE = re.compile(r"^vertebrae_([CTLS]\d{1,2})\.nii(\.gz)?$", re.IGNORECASE)
 
 
 def find_verse_files(folder: Path) -> dict[str, Path]:
@@ -98,13 +98,13 @@ def read_verse_centroids(path: Path, grid: GridInfo) -> dict[int, NDArray[np.flo
 
 
 def _read_totalseg_folder(folder: Path) -> tuple[Volume, GridInfo, list[str]]:
-    files = [p for p in sorted(folder.iterdir()) if _TS_FILE.match(p.name)]
+    files = [p for p in sorted(folder.iterdir()) if TOTALSEG_STRUCTURE_FILE.match(p.name)]
     if not files:
         raise InputError(folder, "no vertebrae_*.nii.gz files found (TotalSegmentator layout)")
     merged: NDArray[np.uint8] | None = None
     first: tuple[Volume, GridInfo] | None = None
     for p in files:
-        m = _TS_FILE.match(p.name)
+        m = TOTALSEG_STRUCTURE_FILE.match(p.name)
         assert m is not None
         level = m.group(1).upper()
         lab = label_id(level)
@@ -307,17 +307,19 @@ def load_study(
         ct=ct_vol,
         bodies=body_vol,
         inputs=inputs,
-        checksums={k: _checksum(p) for k, p in inputs.items()},
+        checksums={k: input_checksum(p) for k, p in inputs.items()},
         notes=tuple(notes),
         centroids=centroids,
     )
 
 
-def _checksum(path: Path) -> str:
+def input_checksum(path: Path) -> str:
+    """SHA-256 of an input: of the file, or for a folder of TotalSegmentator per-structure files
+    (``vertebrae_L1.nii.gz`` ...) of their names and checksums in sorted order."""
     if path.is_dir():
         h = hashlib.sha256()
         for p in sorted(path.iterdir()):
-            if _TS_FILE.match(p.name):
+            if TOTALSEG_STRUCTURE_FILE.match(p.name):
                 h.update(f"{p.name}:{file_sha256(p)}\n".encode())
         return h.hexdigest()
     return file_sha256(path)

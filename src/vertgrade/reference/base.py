@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from vertgrade.geometry.frames import LocalFrame
 from vertgrade.morphometry import HeightMap, RegionHeights
 from vertgrade.regions import FootprintRegions
 
@@ -28,7 +29,10 @@ class MeasuredVertebra:
 
     ``heights`` are the primary measured heights (CT-refined where available). ``usable`` is
     False for vertebrae whose measurement cannot be trusted (cut by the field of view, no body);
-    such vertebrae are neither graded nor used as neighbours.
+    such vertebrae are neither graded nor used as neighbours. ``frame`` is the local frame the
+    vertebra was measured in (its footprint grid's ``ap``/``lr`` axes and the ``si`` of
+    ``height_map``): an estimator that works in world coordinates (a learned synthesis) maps the
+    columns through it.
     """
 
     label: int
@@ -37,6 +41,7 @@ class MeasuredVertebra:
     heights_map_mm: NDArray[np.float64] | None
     regions: FootprintRegions | None
     usable: bool
+    frame: LocalFrame | None = None
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,9 @@ heights are formed, so ``RHLV = (H_syn - H_ori) / H_syn`` compares like with lik
 the mean of the passes; :meth:`SynthesisReference.pass_references` gives each pass apart (the
 grader's features).
 
-The frame used for a vertebra is ``MeasuredVertebra.frame`` where the pipeline provides it, else
-the core run's final frame of that vertebra (the same frame wherever the two runs agree on which
-vertebrae are deformed; otherwise a tilt of a few degrees, which moves a column by well under a
-millimetre).
+The frame used for a vertebra is ``MeasuredVertebra.frame``, the one ``grade_study`` measured it
+in; an estimator called by other code with vertebrae that carry no frame falls back to the core
+run's final frame of that vertebra.
 """
 
 from __future__ import annotations
@@ -212,9 +211,8 @@ class SynthesisReference:
 
     def frame_of(self, label: int, mv: MeasuredVertebra | None = None) -> LocalFrame | None:
         """The frame the vertebra's footprint grid is in (see the module docstring)."""
-        frame = getattr(mv, "frame", None) if mv is not None else None
-        if isinstance(frame, LocalFrame):
-            return frame
+        if mv is not None and mv.frame is not None:
+            return mv.frame
         for v in self.core.vertebrae:
             if v.label == label:
                 return v.frame

@@ -456,43 +456,62 @@ def build_samples(
         ``out_dir / "samples.json"``.
     """
     from vertgrade import __version__
-    from vertgrade.io._atomic import write_text_atomic
+    from vertgrade.io._atomic import staged_files
     from vertgrade.io.study import load_study
     from vertgrade.report.writers import check_output_dir
 
     out = check_output_dir(out_dir, force=force)
-    out.mkdir(parents=True, exist_ok=True)
+    created = not out.exists()
     table = read_grades(grades) if isinstance(grades, (str, Path)) else grades
     entries: dict[str, Any] = {}
-    for n, spec in enumerate(studies, start=1):
-        study = load_study(*spec) if isinstance(spec, tuple) else load_study(spec)
-        if study.subject in entries:
-            raise InputError(
-                spec if not isinstance(spec, tuple) else spec[0],
-                f"subject {study.subject} given twice",
+    # Every file is written to a staging folder and moved into place only when all studies
+    # have been read: a bad study (unreadable, a subject given twice) leaves the folder as it was.
+    names: list[str] = []
+    try:
+        with staged_files(out, names) as staging:
+            for n, spec in enumerate(studies, start=1):
+                study = load_study(*spec) if isinstance(spec, tuple) else load_study(spec)
+                if study.subject in entries:
+                    raise InputError(
+                        spec if not isinstance(spec, tuple) else spec[0],
+                        f"subject {study.subject} given twice (rename one of the inputs or "
+                        "give them as folders named after their subjects)",
+                    )
+                g = dict(table.get(study.subject, {}))
+                if not g:
+                    logger.warning(
+                        "no grades for %s: its vertebrae are context only", study.subject
+                    )
+                spine = spine_from_study(
+                    study,
+                    grades=g,
+                    step_mm=step_mm,
+                    half_width_mm=half_width_mm,
+                    window_hu=window_hu,
+                )
+                name = f"{study.subject}.npz"
+                spine.save(staging / name)
+                names.append(name)
+                entries[study.subject] = {"file": name, **spine_summary(spine)}
+                if progress is not None:
+                    progress(study.subject, n, len(studies))
+            manifest = {
+                "format": SAMPLES_FORMAT,
+                "vertgrade": __version__,
+                "step_mm": step_mm,
+                "half_width_mm": half_width_mm,
+                "window_hu": list(window_hu),
+                "subjects": entries,
+            }
+            (staging / "samples.json").write_text(
+                json.dumps(manifest, indent=2) + "\n", encoding="utf-8"
             )
-        g = dict(table.get(study.subject, {}))
-        if not g:
-            logger.warning("no grades for %s: its vertebrae are context only", study.subject)
-        spine = spine_from_study(
-            study, grades=g, step_mm=step_mm, half_width_mm=half_width_mm, window_hu=window_hu
-        )
-        name = f"{study.subject}.npz"
-        spine.save(out / name)
-        entries[study.subject] = {"file": name, **spine_summary(spine)}
-        if progress is not None:
-            progress(study.subject, n, len(studies))
-    manifest = {
-        "format": SAMPLES_FORMAT,
-        "vertgrade": __version__,
-        "step_mm": step_mm,
-        "half_width_mm": half_width_mm,
-        "window_hu": list(window_hu),
-        "subjects": entries,
-    }
-    path = out / "samples.json"
-    write_text_atomic(path, json.dumps(manifest, indent=2) + "\n")
-    return path
+            names.append("samples.json")  # last: the manifest appears once the samples are in
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    return out / "samples.json"
 
 
 def load_samples(

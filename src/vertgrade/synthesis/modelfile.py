@@ -18,7 +18,6 @@ too, with the versions in the message.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from vertgrade.errors import ModelFileError
 from vertgrade.io._atomic import atomic_path
+from vertgrade.io.nifti import file_sha256
 from vertgrade.synthesis.config import SynthesisConfig, config_from_dict
 
 if TYPE_CHECKING:
@@ -62,14 +62,6 @@ def minor_version(version: str) -> str | None:
     """
     m = re.match(r"^(\d+)\.(\d+)", version)
     return f"{m.group(1)}.{m.group(2)}" if m else None
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
