@@ -174,17 +174,28 @@ def validation(args: argparse.Namespace) -> str:
     from vertgrade.synthesis.train import train_synthesis
 
     t0 = time.perf_counter()
-    train = [phantom_subject(i, seed=1).spine for i in range(args.train)]
-    work = Path(tempfile.mkdtemp())
+    train_subjects = [phantom_subject(i, seed=1) for i in range(args.train)]
+    train = [t.spine for t in train_subjects]
+    # population baseline: the mean true height of each level and third over the training
+    # phantoms, what a model that ignores the context would predict
+    pop: dict[tuple[int, str], float] = {}
+    for r in ("anterior", "middle", "posterior"):
+        by_level: dict[int, list[float]] = {}
+        for t in train_subjects:
+            for v in t.phantom.truth:
+                by_level.setdefault(v.label, []).append(getattr(v, f"height_{r}_before_mm"))
+        pop.update({(k, r): float(np.mean(h)) for k, h in by_level.items()})
     cfg = replace(named_config("tiny"), shrm_pool=args.shrm_pool)
-    summary = train_synthesis(
-        train, work / "model", config=cfg, device=args.device, epochs=args.epochs
-    )
-    t_train = time.perf_counter() - t0
-    synth = Synthesiser.from_file(summary.model_path, device=args.device)
+    with tempfile.TemporaryDirectory() as work:
+        summary = train_synthesis(
+            train, Path(work) / "model", config=cfg, device=args.device, epochs=args.epochs
+        )
+        t_train = time.perf_counter() - t0
+        synth = Synthesiser.from_file(summary.model_path, device=args.device)
     kinds = ["wedge", "biconcave", "crush"]
     errs: dict[str, dict[str, list[float]]] = {
-        k: {"measured": [], "neighbours": [], "synthesis": []} for k in ("fractured", "healthy")
+        k: {"measured": [], "population": [], "neighbours": [], "synthesis": []}
+        for k in ("fractured", "healthy")
     }
     per_region: dict[str, list[float]] = {}
     n_missing = 0
@@ -207,6 +218,7 @@ def validation(args: argparse.Namespace) -> str:
             for r in ("anterior", "middle", "posterior"):
                 before = getattr(t, f"height_{r}_before_mm")
                 errs[group]["measured"].append(abs(float(v.heights_mm.get(r) or 0) - before))
+                errs[group]["population"].append(abs(pop[(v.label, r)] - before))
                 errs[group]["neighbours"].append(abs(float(b.reference_mm.get(r) or 0) - before))
                 e = abs(float(v.reference_mm.get(r) or 0) - before)
                 errs[group]["synthesis"].append(e)
@@ -224,15 +236,16 @@ def validation(args: argparse.Namespace) -> str:
         "phantoms with one wedge, biconcave or crush fracture each (25-45 %). Error of the "
         "healthy (pre-fracture) height of each third, mean absolute over vertebrae and thirds:",
         "",
-        "| vertebrae | n | measured height (before synthesis) | neighbour reference "
-        "| synthesised (after synthesis) |",
-        "|---|---|---|---|---|",
+        "| vertebrae | n | measured height (before synthesis) | level's training mean "
+        "| neighbour reference | synthesised (after synthesis) |",
+        "|---|---|---|---|---|---|",
     ]
     for group in ("fractured", "healthy"):
         e = errs[group]
         n = len(e["measured"]) // 3
         lines.append(
-            f"| {group} | {n} | {_mean(e['measured'])} | {_mean(e['neighbours'])} | "
+            f"| {group} | {n} | {_mean(e['measured'])} | {_mean(e['population'])} | "
+            f"{_mean(e['neighbours'])} | "
             f"{_mean(e['synthesis'])} |"
         )
     lines += [
@@ -251,7 +264,7 @@ def validation(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--config", default="paper", choices=["tiny", "paper"])
@@ -270,7 +283,16 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=6)
     ap.add_argument("--shrm-pool", default="global", choices=["global", "rows"])
     ap.add_argument("--json", type=Path, help="also write the speed numbers here")
-    args = ap.parse_args()
+    return ap
+
+
+def validation_args() -> argparse.Namespace:
+    """The validation's default settings (what ``bench/validate.py`` runs)."""
+    return _parser().parse_args(["--validation"])
+
+
+def main() -> None:
+    args = _parser().parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tempfile.tempdir = tmp  # the benchmark's model files go there and are removed after
         try:

@@ -4,6 +4,7 @@ Usage::
 
     python bench/validate.py                 # writes docs/validation.md
     python bench/validate.py --out -         # prints it instead
+    python bench/validate.py --skip-synthesis   # without the learned synthesis (minutes)
 
 Real cases are read from ``$VERTGRADE_TEST_DATA`` or ``../shared/data``; their sections say so
 where the data is absent. Every number in the file is computed by this script.
@@ -267,9 +268,31 @@ def _alignment_section() -> str:
     return alignment_section(figure=REPO / "docs" / "alignment_phantoms.png") + "\n"
 
 
+def _synthesis_section(skip: bool) -> str:
+    """The learned synthesis on phantoms (bench/bench_synthesis.py --validation, its defaults):
+    trains the tiny model, so it takes minutes; needs the synthesis extra."""
+    import importlib.util
+
+    if skip or importlib.util.find_spec("torch") is None:
+        why = "skipped (--skip-synthesis)" if skip else "PyTorch is not installed here"
+        return (
+            "## Learned synthesis on phantoms\n\nNot regenerated in this run: "
+            f"{why}. Run `python bench/validate.py` with the synthesis extra installed.\n"
+        )
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_synthesis import validation, validation_args
+
+    return validation(validation_args()) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "docs" / "validation.md"))
+    ap.add_argument(
+        "--skip-synthesis",
+        action="store_true",
+        help="leave out the learned synthesis (it trains a small model: several minutes)",
+    )
     args = ap.parse_args(argv)
     root = data_dir()
     rows, secs = run_phantoms()
@@ -281,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         real_section(root),
         totalseg_section(root),
         _alignment_section(),
+        _synthesis_section(args.skip_synthesis),
         (REPO / "bench" / "validation_notes.md").read_text(encoding="utf-8")
         if (REPO / "bench" / "validation_notes.md").exists()
         else "",

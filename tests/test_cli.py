@@ -198,6 +198,11 @@ def test_synthesis_commands_end_to_end(tmp_path: Path) -> None:
     doc = json.loads((out / "result.json").read_text())
     assert doc["provenance"]["reference_estimator"] != "neighbours"
     assert (out / "synthesis.json").is_file()
+    assert all(v["grade_method"] == "thresholds" and v["threshold_grade"] == v["grade"]
+               for v in doc["vertebrae"])
+    bad = runner.invoke(app, ["grade", folders[1], "-o", str(tmp_path / "o4"), "--grader",
+                              str(tmp_path / "grader.joblib")])
+    assert bad.exit_code == 2 and "--reference synthesis" in bad.stderr
     bad = runner.invoke(app, ["grade", folders[1], "-o", str(tmp_path / "o2"), "--reference",
                               "synthesis", "--model", str(tmp_path / "missing.safetensors")])
     assert bad.exit_code == 2 and "missing.safetensors" in bad.stderr

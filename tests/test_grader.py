@@ -190,3 +190,28 @@ def test_grader_file_errors(tmp_path: Path) -> None:
     joblib.dump(doc, tmp_path / "old.joblib")
     with pytest.raises(ModelFileError, match=r"vertgrade 9\.9\.0"):
         load_grader(tmp_path / "old.joblib")
+
+
+def test_train_grader_command(cohort, tmp_path: Path) -> None:
+    """``vertgrade train-grader`` on feature folders with a grades CSV writes a loadable grader."""
+    from typer.testing import CliRunner
+
+    from vertgrade.cli import app
+
+    dirs, table = cohort
+    grades = tmp_path / "grades.csv"
+    grades.write_text(
+        "subject,label,grade\n"
+        + "".join(f"{s},{lab},{g}\n" for s, gs in table.items() for lab, g in gs.items())
+    )
+    out = tmp_path / "g.joblib"
+    res = CliRunner().invoke(
+        app, ["train-grader", *map(str, dirs), "--grades", str(grades), "-o", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    g = load_grader(out)
+    assert g.summary["n_subjects"] == 12 and g.summary["cv_macro_f1"] > 0.8
+    again = CliRunner().invoke(
+        app, ["train-grader", *map(str, dirs), "--grades", str(grades), "-o", str(out)]
+    )
+    assert again.exit_code == 2 and "g.joblib" in again.stderr

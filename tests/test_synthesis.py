@@ -347,6 +347,64 @@ def test_feature_file_and_grader_on_a_graded_study(tmp_path, synthesiser, graded
     assert p.threshold_grade == next(v.grade for v in res.vertebrae if v.label == frac.label)
 
 
+def test_grade_command_with_the_svm_grader(tmp_path, trained, fractured) -> None:
+    """``vertgrade grade --reference synthesis --model M --grader G``: the SVM's grade with its
+    probabilities in result.json and vertebrae.csv, the threshold grade kept beside it."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from vertgrade.cli import app
+    from vertgrade.grader import feature_names, fit_grader, save_grader
+    from vertgrade.io.phantom_files import write_phantom
+
+    subj = fractured[0]
+    write_phantom(subj.phantom, tmp_path / "ph")
+    names = feature_names(TEST_CONFIG.passes)
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2, 3], 12)
+    x = np.array([0.02, 0.22, 0.32, 0.5])[y][:, None] + rng.normal(0, 0.03, (y.size, len(names)))
+    grader = save_grader(
+        fit_grader(x, y, [f"s{i % 8}" for i in range(y.size)], names), tmp_path / "g.joblib"
+    )
+    base = ["grade", str(tmp_path / "ph" / "ct.nii.gz"), "--labels",
+            str(tmp_path / "ph" / "labels.nii.gz"), "--reference", "synthesis",
+            "--model", str(trained.model_path), "-q"]  # fmt: skip
+    runner = CliRunner()
+    res = runner.invoke(app, [*base, "-o", str(tmp_path / "thr")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*base, "-o", str(tmp_path / "svm"), "--grader", str(grader)])
+    assert res.exit_code == 0, res.output
+    thr = json.loads((tmp_path / "thr" / "result.json").read_text())
+    doc = json.loads((tmp_path / "svm" / "result.json").read_text())
+    assert doc["provenance"]["grader"]["features"] == names
+    assert doc["provenance"]["grader"]["sha256"] and doc["schema_version"] == "1.2"
+    with open(tmp_path / "svm" / "vertebrae.csv", newline="") as fh:
+        rows = {int(r["label"]): r for r in csv.DictReader(fh)}
+    svm = [v for v in doc["vertebrae"] if v["grade_method"] == "svm"]
+    # every vertebra the synthesis graded (all but the two ends) has the SVM's grade
+    assert {v["label"] for v in svm} == {
+        v["label"] for v in thr["vertebrae"] if v["status"] == "graded"
+    }
+    assert len(svm) >= 3
+    frac = next(t for t in subj.phantom.truth if t.fractured)
+    for v, before in zip(doc["vertebrae"], thr["vertebrae"], strict=True):
+        assert v["threshold_grade"] == before["grade"]  # the threshold grading is unchanged
+        if v["grade_method"] != "svm":
+            assert v["grade"] == v["threshold_grade"] and v["grade_probabilities"] is None
+            continue
+        probs = v["grade_probabilities"]
+        assert abs(sum(probs.values()) - 1) < 1e-3
+        assert v["confidence"] == pytest.approx(probs[str(v["grade"])], abs=1e-3)
+        row = rows[v["label"]]
+        assert row["grade_method"] == "svm" and int(row["grade"]) == v["grade"]
+        assert float(row["grade_probability"]) == pytest.approx(probs[str(v["grade"])], abs=1e-4)
+        assert int(row["threshold_grade"]) == before["grade"]
+        assert (v["type"] is None) == (v["grade"] == 0)
+        if v["label"] == frac.label:
+            assert v["grade"] >= 1  # a 40 % wedge: the features put it far from grade 0
+
+
 def test_training_is_deterministic_and_resumes(tmp_path, train_spines) -> None:
     cfg = replace(TEST_CONFIG, batch_size=4, passes=("sagittal",))
     spines = train_spines[:1]
@@ -380,6 +438,12 @@ def test_samples_folder_round_trip(tmp_path) -> None:
     out = tmp_path / "samples"
     with pytest.raises(InputError, match="given twice"):
         build_samples(studies, grades, out, step_mm=2.0, half_width_mm=36.0)
+    assert not out.exists()  # nothing half-written: the first study's file was staged only
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier")
+    with pytest.raises(InputError, match="given twice"):
+        build_samples(studies, grades, out, step_mm=2.0, half_width_mm=36.0, force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     studies = studies[:1]
     build_samples(studies, grades, out, step_mm=2.0, half_width_mm=36.0, force=True)
     (spine,) = load_samples(out)

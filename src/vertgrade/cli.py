@@ -190,8 +190,8 @@ def grade(
         Path | None,
         typer.Option(
             "--grader",
-            help="SVM grader file (train-grader); its grades and probabilities go to grader.json "
-            "beside the threshold grades.",
+            help="SVM grader file (train-grader): grade from it (grade_method svm, its "
+            "probabilities in result.json), the threshold grade kept beside it.",
         ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda (synthesis).")] = "cpu",
@@ -266,13 +266,16 @@ def grade(
         synth = _run(Synthesiser.from_file, model, device=device)
         ref = _run(SynthesisReference, synth, study)
     result = _run(grade_study, study, reference=ref)
+    if grader is not None and ref is not None:
+        from vertgrade.grader import apply_grader, load_grader
+
+        svm = _run(load_grader, grader)
+        result = apply_grader(result, _run(svm.grade, result, ref), svm)
     _run(write_result, result, output, force=force)
     if ref is not None:
         from vertgrade.grader import write_synthesis_features
 
         _run(write_synthesis_features, result, ref, output)
-        if grader is not None:
-            _run(_write_grader_predictions, grader, result, ref, output)
     if report or pdf:
         from vertgrade.report.html import render_report, save_report
 
@@ -300,30 +303,6 @@ def grade(
         _out.print(
             f"results in {output}/ (result.json, vertebrae.csv, alignment.csv, bodies.nii.gz)"
         )
-
-
-def _write_grader_predictions(path: Path, result: Any, ref: Any, output: Path) -> None:
-    """The SVM grader's grade and probability per vertebra, beside the threshold grade."""
-    import json
-
-    from vertgrade.grader import load_grader
-    from vertgrade.io._atomic import write_text_atomic
-
-    preds = load_grader(path).grade(result, ref)
-    doc = {
-        "grader": str(path),
-        "vertebrae": [
-            {
-                "label": k,
-                "grade": p.grade,
-                "probability": round(p.probability, 4),
-                "probabilities": {str(g): round(v, 4) for g, v in p.probabilities.items()},
-                "threshold_grade": p.threshold_grade,
-            }
-            for k, p in sorted(preds.items())
-        ],
-    }
-    write_text_atomic(output / "grader.json", json.dumps(doc, indent=2) + "\n")
 
 
 def _is_dicom(path: Path) -> bool:
@@ -702,7 +681,16 @@ def train_grader_cmd(
     from vertgrade.grader import train_grader
 
     g = _run(train_grader, results, grades, output, force=force)
-    _out.print(f"grader in {output}: {g.summary}", markup=False, highlight=False)
+    s = g.summary
+    counts = ", ".join(f"grade {k}: {n}" for k, n in sorted(s["class_counts"].items()))
+    f1 = s.get("cv_macro_f1")
+    cv = f"{f1:.3f}" if f1 is not None else "not estimated"
+    _out.print(
+        f"grader in {output}: {s['n_vertebrae']} vertebrae of {s['n_subjects']} subjects "
+        f"({counts}); grouped {s['cv_folds']}-fold cross-validation macro-F1 {cv}",
+        markup=False,
+        highlight=False,
+    )
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m vertgrade`

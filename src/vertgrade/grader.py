@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 from vertgrade.errors import InputError, ModelFileError, OutputError
 from vertgrade.grading import rhlv
 from vertgrade.io._atomic import atomic_path, write_text_atomic
+from vertgrade.io.nifti import file_sha256
 from vertgrade.morphometry import RegionHeights
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ __all__ = [
     "Grader",
     "GraderSummary",
     "SVMGrader",
+    "apply_grader",
     "collect_features",
     "evaluate_grader",
     "feature_names",
@@ -105,16 +107,6 @@ def synthesis_features(
     return out
 
 
-def _measured(result: SpineResult) -> list[Any]:
-    """The result's vertebrae as the estimator sees them (for pass references)."""
-    from vertgrade.reference.base import MeasuredVertebra
-
-    return [
-        MeasuredVertebra(v.label, v.heights_mm, None, None, None, v.heights_mm is not None)
-        for v in result.vertebrae
-    ]
-
-
 def write_synthesis_features(
     result: SpineResult, reference: SynthesisReference, out_dir: str | Path
 ) -> Path:
@@ -139,7 +131,7 @@ def write_synthesis_features(
                 "label": v.label,
                 "level": v.level,
                 "status": v.status,
-                "threshold_grade": v.grade,
+                "threshold_grade": v.threshold_grade,
                 "features": {k: _round(x) for k, x in feats.get(v.label, {}).items()},
                 "reference_passes_mm": {
                     p: {k: _round(x) for k, x in h.as_dict().items()}
@@ -257,6 +249,60 @@ class Grader:
             for lab, p in preds.items()
             if lab in graded
         }
+
+
+def apply_grader(
+    result: SpineResult, predictions: Mapping[int, GradePrediction], grader: Grader
+) -> SpineResult:
+    """``result`` with the grader's grades in place of the threshold grades.
+
+    Each predicted vertebra gets ``grade`` = the classifier's grade, ``grade_method="svm"``,
+    ``grade_probabilities`` and ``confidence`` = the probability of its grade; its
+    ``threshold_grade`` stays. The type (wedge / biconcave / crush) is the threshold one, formed
+    from the regional losses whatever their size where the classifier finds a fracture that the
+    thresholds do not, and dropped where the classifier grades 0. Vertebrae without a prediction
+    (not gradable, features missing) keep their threshold grade. The grader is recorded in the
+    provenance.
+    """
+    from dataclasses import replace
+
+    from vertgrade.grading import fracture_type
+    from vertgrade.result import SpineResult as _SpineResult
+
+    out = []
+    for v in result.vertebrae:
+        p = predictions.get(v.label)
+        if p is None or v.status != "graded":
+            out.append(v)
+            continue
+        ftype = v.fracture_type
+        if p.grade == 0:
+            ftype = None
+        elif ftype is None and v.rhlv is not None:
+            a, m, q = (v.rhlv.get(r) for r in _FEATURE_REGIONS)
+            if a is not None and m is not None and q is not None:
+                ftype = fracture_type(anterior=a, middle=m, posterior=q)
+        out.append(
+            replace(
+                v,
+                grade=p.grade,
+                fracture_type=ftype,
+                confidence=p.probability,
+                grade_method="svm",
+                threshold_grade=v.threshold_grade,
+                grade_probabilities=dict(p.probabilities),
+            )
+        )
+    provenance = dict(result.provenance)
+    provenance["grader"] = {
+        "path": str(grader.path) if grader.path is not None else None,
+        "sha256": file_sha256(grader.path) if grader.path is not None else None,
+        "features": list(grader.features),
+        "vertgrade_version": grader.vertgrade_version,
+        "cv_macro_f1": grader.summary.get("cv_macro_f1"),
+    }
+    assert isinstance(result, _SpineResult)
+    return replace(result, vertebrae=tuple(out), provenance=provenance)
 
 
 def _read_feature_file(folder: Path) -> dict[str, Any]:

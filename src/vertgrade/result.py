@@ -31,7 +31,7 @@ __all__ = [
     "VertebraResult",
 ]
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 #: Every QC flag vertgrade can raise, with what it means.
 QC_FLAGS: dict[str, str] = {
@@ -85,6 +85,13 @@ class VertebraResult:
     the (superior, inferior) planes fitted to the graded endplates; ``thirds`` gives, per third,
     the world points (mm) of its mean superior and inferior endplate at its central column, for
     drawing the heights.
+
+    ``grade_method`` says where ``grade`` came from: ``"thresholds"`` (Genant's 20/25/40 % on the
+    largest regional RHLV; ``confidence`` is the probability of the same grade under the
+    reference and measurement uncertainty) or a trained classifier (``"svm"``, see
+    :mod:`vertgrade.grader`; ``confidence`` is then the classifier's probability of its grade,
+    ``grade_probabilities`` its probability of every grade). ``threshold_grade`` is always the
+    thresholds' grade, so the two can be compared.
     """
 
     label: int
@@ -114,6 +121,16 @@ class VertebraResult:
     loss_map: LossMap | None = None
     endplates: tuple[EndplatePlane, EndplatePlane] | None = None
     thirds: dict[str, dict[str, list[float]]] | None = None
+    grade_method: str = "thresholds"
+    threshold_grade: int | None = None
+    grade_probabilities: dict[int, float] | None = None
+
+    @property
+    def grade_probability(self) -> float | None:
+        """The classifier's probability of ``grade`` (None for threshold grades)."""
+        if self.grade_probabilities is None or self.grade is None:
+            return None
+        return self.grade_probabilities.get(self.grade)
 
     def to_dict(self) -> dict[str, Any]:
         def heights(h: RegionHeights | None) -> dict[str, float | None] | None:
@@ -151,6 +168,11 @@ class VertebraResult:
             if self.endplates is None
             else {"superior": self.endplates[0].to_dict(), "inferior": self.endplates[1].to_dict()},
             "thirds": self.thirds,
+            "grade_method": self.grade_method,
+            "threshold_grade": self.threshold_grade,
+            "grade_probabilities": None
+            if self.grade_probabilities is None
+            else {str(g): _r(p, 4) for g, p in sorted(self.grade_probabilities.items())},
         }
 
     def to_record(self) -> dict[str, Any]:
@@ -192,6 +214,9 @@ class VertebraResult:
             "reference_sources": ";".join(self.reference_sources),
             "hu_trabecular": _r(self.hu_trabecular, 1),
             "volume_ml": _r(self.volume_ml, 2),
+            "grade_method": self.grade_method,
+            "threshold_grade": self.threshold_grade,
+            "grade_probability": _r(self.grade_probability, 4),
         }
         return row
 
@@ -229,6 +254,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "reference_sources",
     "hu_trabecular",
     "volume_ml",
+    "grade_method",
+    "threshold_grade",
+    "grade_probability",
 )
 
 

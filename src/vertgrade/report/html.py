@@ -582,6 +582,13 @@ def _overview_html(png: bytes | None, has_ct: bool, verts: Sequence[Mapping[str,
     )
 
 
+def _method_note(v: Mapping[str, Any]) -> str:
+    """Under an SVM grade: that it is the classifier's, and the threshold grade beside it."""
+    if v.get("grade_method") != "svm":
+        return ""
+    return f"<div><small>SVM; thresholds: {escape(str(v.get('threshold_grade')))}</small></div>"
+
+
 def _table_html(verts: Sequence[Mapping[str, Any]], meanings: Mapping[str, str]) -> str:
     head = (
         "<tr><th>level</th><th>status / grade</th><th>type</th><th>RHLV A / M / P (%)</th>"
@@ -604,7 +611,7 @@ def _table_html(verts: Sequence[Mapping[str, Any]], meanings: Mapping[str, str])
         rows.append(
             f'<tr class="row-{_grade_class(v)}">'
             f'<td><a href="#v-{level}">{level}</a></td>'
-            f"<td>{_grade_badge(v)}</td>"
+            f"<td>{_grade_badge(v)}{_method_note(v)}</td>"
             f"<td>{escape(str(v.get('type') or ''))}</td>"
             f'<td class="num">{_trio(v.get("rhlv"), 0, 100.0)}</td>'
             f'<td class="num">{_fmt(rh.get("body"), 0, 100.0)}</td>'
@@ -675,6 +682,11 @@ def _panel_html(v: Mapping[str, Any], png: bytes) -> str:
         facts.append(
             f"<p>Height ratios A/P {_fmt(ratios.get('anterior_posterior'), 2)}, M/P "
             f"{_fmt(ratios.get('middle_posterior'), 2)}.</p>"
+        )
+    if v.get("grade_method") == "svm":
+        facts.append(
+            f"<p>Grade from the SVM grader (probability {_fmt(v.get('confidence'), 2)}); "
+            f"the RHLV thresholds give grade {escape(str(v.get('threshold_grade')))}.</p>"
         )
     if v.get("hu_trabecular") is not None:
         facts.append(f"<p>Trabecular bone {_fmt(v['hu_trabecular'], 0)} HU.</p>")
