@@ -248,7 +248,10 @@ def endplate_planes(
             coef = np.asarray(np.linalg.lstsq(design[keep], surface[keep], rcond=None)[0], float)
             resid = surface - design @ coef
             mad = 1.4826 * float(np.median(np.abs(resid[keep] - np.median(resid[keep]))))
-            keep = np.abs(resid) <= max(3.5 * mad, 0.25)
+            inliers = np.abs(resid) <= max(3.5 * mad, 0.25)
+            # a very skewed residual distribution can leave (almost) nothing within the bound
+            # (its median far from the fit): then keep every column
+            keep = inliers if inliers.sum() >= 10 else np.ones(surface.size, bool)
         n_local = np.array([1.0, -coef[1], -coef[2]])
         n_local /= np.linalg.norm(n_local)
         z = coef[0] + coef[1] * centre_ap + coef[2] * centre_lr
