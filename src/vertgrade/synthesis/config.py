@@ -12,7 +12,9 @@ Two named configurations are provided:
   paper's 256 x 256 mm crops hold two more vertebrae on each side that the band never uses, at
   four times the cost).
 - ``"tiny"``: the same architecture and losses, narrower (``cnum=6``), on 2 mm samples and
-  smaller discriminators, so that a CPU trains it in minutes (tests, demonstrations).
+  smaller discriminators, so that a CPU trains it in minutes (tests, demonstrations). Its SHRM
+  heads pool across the columns only (``shrm_pool="rows"``), which read the spine's size from the
+  neighbours better than the paper's global pooling on phantoms (``docs/validation.md``).
 
 Loss weights (:class:`LossWeights`) follow the public code, which fixes what the paper leaves
 open: L1 on the coarse and the fine image, each a mean over the band's pixels, weight 200;
@@ -219,6 +221,7 @@ def _tiny() -> SynthesisConfig:
         slice_half_mm=15.0,
         cnum=6,
         spectral_norm=False,
+        shrm_pool="rows",
         disc_channels=12,
         disc_layers=2,
         batch_size=16,

@@ -42,11 +42,12 @@ def phantom_subject(
     fov_mm: float = 110.0,
     spine_step_mm: float | None = None,
     spine_half_width_mm: float = 36.0,
+    scale_range: tuple[float, float] = (0.9, 1.1),
     seed: int = 0,
 ) -> PhantomSubject:
     """Subject number ``index`` of a cohort drawn with ``seed``.
 
-    Size (scale 0.9-1.1), kyphosis (30-50 deg), lordosis (35-55 deg), per-vertebra height
+    Size (scale uniform in ``scale_range``, default 0.9-1.1), kyphosis (30-50 deg), lordosis (35-55 deg), per-vertebra height
     jitter (2 %), trabecular density (140-220 HU) and noise seed vary between subjects.
     """
     rng = np.random.default_rng([seed, index])
@@ -57,7 +58,7 @@ def phantom_subject(
         spacing=spacing_mm,
         fov_mm=(fov_mm, fov_mm),
         seed=int(rng.integers(0, 2**31 - 1)),
-        scale=float(rng.uniform(0.9, 1.1)),
+        scale=float(rng.uniform(*scale_range)),
         jitter=0.02,
         trabecular_hu=float(rng.uniform(140.0, 220.0)),
         kyphosis_deg=float(rng.uniform(30.0, 50.0)),
