@@ -300,8 +300,8 @@ def validation(args: argparse.Namespace) -> str:
         "pooling across the columns only ('rows', the default of the `tiny` configuration) "
         "keeps the profile along the spine, in which the neighbours' endplates sit, and reads "
         "the height out of it. Phantom heights follow their level's typical shape times one "
-        "scale per spine, which is exactly what the neighbour reference models, so beating it "
-        "here is no small thing; the measured heights themselves carry about 0.8 mm of error "
+        "scale per spine, which is exactly the neighbour reference's model, so the comparison "
+        "favours the neighbours; the measured heights themselves carry about 0.8 mm of error "
         "at 2 mm spacing, a floor for every column. These are phantoms: the learned reference "
         "has not been trained or validated on real CT here (no GPU and no VerSe training set "
         "on this machine; docs/verse2019.md gives the commands).",

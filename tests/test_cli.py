@@ -189,9 +189,17 @@ def test_synthesis_commands_end_to_end(tmp_path: Path) -> None:
     res = runner.invoke(app, ["synthesis-data", *folders, "--grades", str(grades), "-o",
                               str(samples)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["train-synthesis", str(samples), "-o", str(model), "--epochs", "1"])
+    res = runner.invoke(app, ["train-synthesis", str(samples), "-o", str(model), "--epochs", "1",
+                              "--shrm-pool", "global"])
     assert res.exit_code == 0, res.output
-    assert (model / "generator.safetensors").is_file()
+    assert "1/1 epochs" in res.stdout and "generator parameters" in res.stdout
+    from vertgrade.synthesis.modelfile import read_model_file
+
+    mf = read_model_file(model / "generator.safetensors")
+    assert mf.config.name == "tiny" and mf.config.shrm_pool == "global"
+    bad = runner.invoke(app, ["train-synthesis", str(samples), "-o", str(tmp_path / "m2"),
+                              "--shrm-pool", "max"])
+    assert bad.exit_code == 2 and "--shrm-pool" in bad.stderr
     res = runner.invoke(app, ["grade", folders[1], "-o", str(out), "--reference", "synthesis",
                               "--model", str(model / "generator.safetensors"), "-q"])
     assert res.exit_code == 0, res.output

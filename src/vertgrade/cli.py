@@ -625,6 +625,14 @@ def train_synthesis_cmd(
         int | None, typer.Option("--fold", help="Cross-fitting fold left out (0-based).")
     ] = None,
     folds: Annotated[int, typer.Option("--folds", min=2, help="Cross-fitting folds.")] = 5,
+    shrm_pool: Annotated[
+        str | None,
+        typer.Option(
+            "--shrm-pool",
+            help="SHRM height-head pooling, global (the paper's) or rows; default: the "
+            "configuration's (paper: global, tiny: rows).",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Start again, not resume.")] = False,
 ) -> None:
     """Train (or resume) the synthesis generator; checkpoints in the model folder."""
@@ -634,6 +642,15 @@ def train_synthesis_cmd(
     from vertgrade.synthesis.train import TrainProgress, train_synthesis
 
     exclude = _run(held_out_subjects, samples, fold, folds) if fold is not None else []
+    cfg: Any = config
+    if shrm_pool is not None:
+        from dataclasses import replace
+
+        from vertgrade.synthesis.config import named_config
+
+        if shrm_pool not in ("global", "rows"):
+            _fail(f"--shrm-pool must be global or rows, not {shrm_pool!r}", 2)
+        cfg = replace(_run(named_config, config), shrm_pool=shrm_pool)  # type: ignore[arg-type]
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -656,14 +673,24 @@ def train_synthesis_cmd(
             train_synthesis,
             samples,
             output,
-            config=config,
+            config=cfg,
             device=device,
             epochs=epochs,
             exclude_subjects=exclude,
             force=force,
             progress=on_progress,
         )
-    _out.print(f"model in {output}/: {summary}", markup=False, highlight=False)
+    resumed = (
+        f", resumed from epoch {summary.resumed_from_epoch}" if summary.resumed_from_epoch else ""
+    )
+    _out.print(
+        f"model in {summary.model_path}: {summary.epochs_done}/{summary.total_epochs} epochs"
+        f"{resumed}, {summary.parameters:,} generator parameters, {summary.n_slices} slices "
+        f"per epoch from {len(summary.trained_subjects)} subjects, "
+        f"{summary.slices_per_s:.1f} slices/s",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command("train-grader")
