@@ -190,13 +190,14 @@ def test_synthesis_commands_end_to_end(tmp_path: Path) -> None:
                               str(samples)])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["train-synthesis", str(samples), "-o", str(model), "--epochs", "1",
-                              "--shrm-pool", "global"])
+                              "--shrm-pool", "global", "--healthy-max-grade", "1"])
     assert res.exit_code == 0, res.output
     assert "1/1 epochs" in res.stdout and "generator parameters" in res.stdout
     from vertgrade.synthesis.modelfile import read_model_file
 
     mf = read_model_file(model / "generator.safetensors")
     assert mf.config.name == "tiny" and mf.config.shrm_pool == "global"
+    assert mf.config.healthy_max_grade == 1
     bad = runner.invoke(app, ["train-synthesis", str(samples), "-o", str(tmp_path / "m2"),
                               "--shrm-pool", "max"])
     assert bad.exit_code == 2 and "--shrm-pool" in bad.stderr

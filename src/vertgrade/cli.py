@@ -633,6 +633,16 @@ def train_synthesis_cmd(
             "configuration's (paper: global, tiny: rows).",
         ),
     ] = None,
+    healthy_max_grade: Annotated[
+        int | None,
+        typer.Option(
+            "--healthy-max-grade",
+            min=0,
+            max=1,
+            help="Highest Genant grade trained on as healthy: 0 (default: mild fractures left "
+            "out) or 1 (as the published code).",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Start again, not resume.")] = False,
 ) -> None:
     """Train (or resume) the synthesis generator; checkpoints in the model folder."""
@@ -643,14 +653,18 @@ def train_synthesis_cmd(
 
     exclude = _run(held_out_subjects, samples, fold, folds) if fold is not None else []
     cfg: Any = config
-    if shrm_pool is not None:
+    if shrm_pool is not None or healthy_max_grade is not None:
         from dataclasses import replace
 
         from vertgrade.synthesis.config import named_config
 
-        if shrm_pool not in ("global", "rows"):
-            _fail(f"--shrm-pool must be global or rows, not {shrm_pool!r}", 2)
-        cfg = replace(_run(named_config, config), shrm_pool=shrm_pool)  # type: ignore[arg-type]
+        cfg = _run(named_config, config)
+        if shrm_pool is not None:
+            if shrm_pool not in ("global", "rows"):
+                _fail(f"--shrm-pool must be global or rows, not {shrm_pool!r}", 2)
+            cfg = replace(cfg, shrm_pool=shrm_pool)
+        if healthy_max_grade is not None:
+            cfg = replace(cfg, healthy_max_grade=healthy_max_grade)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -47,8 +47,9 @@ def phantom_subject(
 ) -> PhantomSubject:
     """Subject number ``index`` of a cohort drawn with ``seed``.
 
-    Size (scale uniform in ``scale_range``, default 0.9-1.1), kyphosis (30-50 deg), lordosis (35-55 deg), per-vertebra height
-    jitter (2 %), trabecular density (140-220 HU) and noise seed vary between subjects.
+    Size (scale uniform in ``scale_range``, default 0.9-1.1), kyphosis (30-50 deg), lordosis
+    (35-55 deg), per-vertebra height jitter (2 %), trabecular density (140-220 HU) and noise seed
+    vary between subjects.
     """
     rng = np.random.default_rng([seed, index])
     ph = make_phantom(
