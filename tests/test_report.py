@@ -206,6 +206,41 @@ def test_table_lists_every_vertebra_with_its_grade(
     assert "L1 2 wedge" in head and "L3 2 crush" in head and "grade 2" in head
 
 
+def test_svm_grades_in_the_result_and_the_report(
+    graded: tuple[SpineResult, Study], tmp_path: Path
+) -> None:
+    """A grader's verdicts replace the threshold grades (the threshold grade kept beside them),
+    pass the result schema, and the report says which grade came from where."""
+    from vertgrade.grader import GradePrediction, Grader, apply_grader
+
+    result, study = graded
+    grader = Grader(None, ("f",), (0, 1, 2, 3), {"cv_macro_f1": 0.7}, "0.0", None)
+    probs = {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}
+    preds = {
+        result["L1"].label: GradePrediction(3, 0.4, probs, 2),  # fractured: 2 -> 3
+        result["L3"].label: GradePrediction(0, 0.4, {0: 0.4, 1: 0.3, 2: 0.2, 3: 0.1}, 2),
+        result["L2"].label: GradePrediction(1, 0.2, probs, 0),  # sound by the thresholds
+    }
+    svm = apply_grader(result, preds, grader)
+    assert svm["L1"].grade == 3 and svm["L1"].threshold_grade == 2
+    assert svm["L1"].grade_method == "svm" and svm["L1"].confidence == 0.4
+    assert svm["L1"].fracture_type == "wedge"  # kept from the thresholds
+    assert svm["L3"].grade == 0 and svm["L3"].fracture_type is None
+    l2 = svm["L2"]
+    assert l2.grade == 1 and l2.threshold_grade == 0 and l2.fracture_type is not None
+    assert svm["T12"].grade_method == "thresholds" and svm["T12"].grade == result["T12"].grade
+    assert svm.summary()["fractured_levels"] == ["L1", "L2"]
+    assert svm.provenance["grader"]["cv_macro_f1"] == 0.7
+    write_result(svm, tmp_path / "out")  # validated against the schema before writing
+    doc = json.loads((tmp_path / "out" / "result.json").read_text())
+    l1 = next(v for v in doc["vertebrae"] if v["level"] == "L1")
+    assert l1["grade_probabilities"] == {"0": 0.1, "1": 0.2, "2": 0.3, "3": 0.4}
+    html = render_report(svm, study)
+    row = next(r for r in _parse(html).rows if r and r[0] == "L1")
+    assert row[1] == "grade 3SVM; thresholds: 2"
+    assert "the RHLV thresholds give grade 2" in html
+
+
 def test_drawn_heights_are_the_thirds_and_the_reference(
     graded: tuple[SpineResult, Study], phantom: Phantom
 ) -> None:
