@@ -101,9 +101,9 @@ def _best(fn: Any, repeat: int) -> tuple[float, Any]:
 def run_phantoms() -> tuple[list[CurveRow], list[CaseRow]]:
     """Grade every validation phantom; compare curves, kyphosis and lordosis with the truth."""
     from vertgrade import grade_study
-    from vertgrade.alignment import measure_alignment
-    from vertgrade.io.study import study_from_arrays
+    from vertgrade.io.load import study_from_arrays
     from vertgrade.phantom import make_phantom
+    from vertgrade.pipeline import measure_alignment
 
     curves: list[CurveRow] = []
     cases: list[CaseRow] = []
@@ -181,7 +181,7 @@ def run_phantoms() -> tuple[list[CurveRow], list[CaseRow]]:
 def run_real() -> list[dict[str, Any]]:
     """The real cases in ../shared/data (none where absent)."""
     from vertgrade import grade_study, load_study
-    from vertgrade.alignment import measure_alignment
+    from vertgrade.pipeline import measure_alignment
 
     d = _data_dir()
     if d is None:
@@ -353,9 +353,9 @@ def alignment_section(figure: Path | None = None) -> str:
 def bench(repeat: int) -> None:
     """Print the alignment step's time against grading, on a phantom and on verse012."""
     from vertgrade import grade_study, load_study
-    from vertgrade.alignment import measure_alignment
-    from vertgrade.io.study import study_from_arrays
+    from vertgrade.io.load import study_from_arrays
     from vertgrade.phantom import make_phantom
+    from vertgrade.pipeline import measure_alignment
 
     t = time.perf_counter()
     ph = make_phantom("T1-L5", scoliosis=["T5-T11:right:40", "T11-L4:left:30"], seed=0)

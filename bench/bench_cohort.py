@@ -37,8 +37,7 @@ FRACTURES = ("L1:wedge:0.35", "L2:crush:0.45", "T12:biconcave:0.3", "L3:wedge:0.
 
 def make_inputs(folder: Path, n: int, levels: str) -> None:
     """``n`` phantom studies ``folder/s00 ...`` (kept between runs when already there)."""
-    from vertgrade.io.phantom_files import write_phantom
-    from vertgrade.phantom import make_phantom
+    from vertgrade.phantom import make_phantom, write_phantom
 
     for i in range(n):
         out = folder / f"s{i:02d}"
@@ -51,7 +50,7 @@ def make_inputs(folder: Path, n: int, levels: str) -> None:
 def sequential(specs: list[Any], out: Path) -> tuple[float, list[float], list[dict[str, Any]]]:
     """Grade each study in this process; seconds in all, per study, and the records."""
     from vertgrade import grade_study, load_study
-    from vertgrade.report.writers import write_result
+    from vertgrade.report.files import write_result
 
     per_study, rows = [], []
     t0 = time.perf_counter()
@@ -85,7 +84,7 @@ def cluster_start_stop(workers: int) -> float:
     """Seconds to start and close an idle LocalCluster of ``workers`` processes."""
     from distributed import Client, LocalCluster
 
-    from vertgrade.cohort import _local_cluster_config, _local_cluster_options
+    from vertgrade.cohort.run import _local_cluster_config, _local_cluster_options
 
     t = time.perf_counter()
     with (

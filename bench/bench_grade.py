@@ -34,7 +34,7 @@ if mode == "floor":
     print(json.dumps({"load_files": time.perf_counter() - t}))
     raise SystemExit
 from vertgrade import grade_study, load_study
-from vertgrade.report.writers import write_result
+from vertgrade.report.files import write_result
 t = time.perf_counter()
 study = load_study(ct, lab)
 t_load = time.perf_counter() - t
@@ -51,8 +51,7 @@ print(json.dumps(out))
 
 
 def make_input(work: Path) -> None:
-    from vertgrade.io.phantom_files import write_phantom
-    from vertgrade.phantom import FractureSpec, make_phantom
+    from vertgrade.phantom import FractureSpec, make_phantom, write_phantom
 
     if (work / "ct.nii.gz").exists():
         return

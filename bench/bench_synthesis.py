@@ -102,14 +102,15 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t) / len(res))
     n_iter = sum(any(p.iterated for p in v.passes.values()) for v in res.values())
-    # end to end: grade_study with the synthesis reference (core run, straightening, synthesis,
-    # final measurement and grading), per synthesised vertebra
+    # end to end: grade_study with the synthesis reference (measurement, straightening,
+    # synthesis and grading), per synthesised vertebra
     from vertgrade.pipeline import grade_study
-    from vertgrade.reference.synthesis import SynthesisReference
+    from vertgrade.synthesis.reference import SynthesisReference
 
     t = time.perf_counter()
-    ref = SynthesisReference(synth, subj.study)
+    ref = SynthesisReference(synth)
     graded = grade_study(subj.study, reference=ref)
+    n_synthesised = sum(v.reference_sources == (synth.name,) for v in graded.vertebrae)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t_study = time.perf_counter() - t
@@ -162,7 +163,7 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
         "synthesis_s_per_vertebra": round(float(np.median(times)), 3),
         "phantom_and_straightening_s": round(t_prep, 2),
         "grade_study_with_synthesis_s": round(t_study, 2),
-        "grade_study_s_per_synthesised_vertebra": round(t_study / max(1, len(ref.syntheses)), 3),
+        "grade_study_s_per_synthesised_vertebra": round(t_study / max(1, n_synthesised), 3),
         "graded_vertebrae": n_graded,
         "train_slices_per_s": round(n_done / max(t_train, 1e-9), 2),
         "train_batch": cfg.batch_size,
@@ -171,10 +172,10 @@ def speed(args: argparse.Namespace) -> dict[str, object]:
 
 def validation(args: argparse.Namespace) -> str:
     from vertgrade.pipeline import grade_study
-    from vertgrade.reference.synthesis import SynthesisReference
     from vertgrade.synthesis.config import named_config
     from vertgrade.synthesis.infer import Synthesiser
     from vertgrade.synthesis.phantoms import phantom_subject
+    from vertgrade.synthesis.reference import SynthesisReference
     from vertgrade.synthesis.train import train_synthesis
 
     regions = ("anterior", "middle", "posterior")
@@ -227,7 +228,7 @@ def validation(args: argparse.Namespace) -> str:
         first = pool == args.shrm_pool[0]
         for subj, base in tests:
             truth = {t.label: t for t in subj.phantom.truth}
-            res = grade_study(subj.study, reference=SynthesisReference(synth, subj.study))
+            res = grade_study(subj.study, reference=SynthesisReference(synth))
             for v, b in zip(res.vertebrae, base.vertebrae, strict=True):
                 inner = v.label not in (res.vertebrae[0].label, res.vertebrae[-1].label)
                 if v.reference_mm is None or v.heights_mm is None or b.reference_mm is None:

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from vertgrade import grade_study, load_study
+from vertgrade.io.load import study_from_arrays
 from vertgrade.io.nifti import read_volume
-from vertgrade.io.study import study_from_arrays
 from vertgrade.phantom import FractureSpec, make_phantom
-from vertgrade.volume import Study
+from vertgrade.study import Study
 
 REPO = Path(__file__).resolve().parents[1]
-REGIONS = ("anterior", "middle", "posterior")
+THIRDS = ("anterior", "middle", "posterior")
 
 
 def data_dir() -> Path | None:
@@ -79,10 +79,10 @@ def run_phantoms() -> tuple[list[dict], float]:
                 "grade": v.grade,
                 "true_type": t.type or "",
                 "type": v.fracture_type or "",
-                "true_loss": max(getattr(t, f"loss_{r}") for r in REGIONS),
-                "loss": None if v.rhlv is None else max(v.rhlv[r] for r in REGIONS),
+                "true_loss": max(getattr(t, f"loss_{r}") for r in THIRDS),
+                "loss": None if v.rhlv is None else max(v.rhlv[r] for r in THIRDS),
             }
-            for r in REGIONS:
+            for r in THIRDS:
                 row[f"true_{r}"] = getattr(t, f"height_{r}_after_mm")
                 row[f"mask_{r}"] = v.heights_mask_mm.get(r) if v.heights_mask_mm else None
                 row[f"ct_{r}"] = v.heights_ct_mm.get(r) if v.heights_ct_mm else None
@@ -111,7 +111,7 @@ def phantom_section(rows: list[dict], seconds: float) -> str:
                 r[f"{src}_{reg}"] - r[f"true_{reg}"]
                 for r in rows
                 if r["geometry"] == geom
-                for reg in REGIONS
+                for reg in THIRDS
                 if r[f"{src}_{reg}"] is not None
             ]
             e = np.array(errs)
@@ -192,16 +192,16 @@ def real_section(root: Path | None) -> str:
         r = grade_study(load_study(root / name))
         for v in r.vertebrae:
             t = grades.get((r.subject, v.label))
-            rh = "-" if v.rhlv is None else " / ".join(f"{100 * v.rhlv[k]:.0f}%" for k in REGIONS)
+            rh = "-" if v.rhlv is None else " / ".join(f"{100 * v.rhlv[k]:.0f}%" for k in THIRDS)
             hh = (
                 "-"
                 if v.heights_mm is None
-                else " / ".join(f"{v.heights_mm.get(k):.1f}" for k in REGIONS)
+                else " / ".join(f"{v.heights_mm.get(k):.1f}" for k in THIRDS)
             )
             ref = (
                 "-"
                 if v.reference_mm is None
-                else " / ".join(f"{v.reference_mm.get(k):.1f}" for k in REGIONS)
+                else " / ".join(f"{v.reference_mm.get(k):.1f}" for k in THIRDS)
             )
             conf = "-" if v.confidence is None else f"{v.confidence:.2f}"
             out.append(
@@ -229,20 +229,20 @@ def totalseg_section(root: Path | None) -> str:
     )
     out.append("|---|---|---|---|---|---|---|")
     diffs = []
-    by_region: dict[str, list[float]] = {r: [] for r in REGIONS}
+    by_region: dict[str, list[float]] = {r: [] for r in THIRDS}
     for v in res.vertebrae:
         key = f"vertebrae_{v.level}_height_"
         if key + "anterior_mm" not in ref:
             continue
-        peer = [ref[key + f"{k}_mm"] for k in REGIONS]
-        mk = [v.heights_mask_mm.get(k) for k in REGIONS] if v.heights_mask_mm else [None] * 3
-        ck = [v.heights_ct_mm.get(k) for k in REGIONS] if v.heights_ct_mm else [None] * 3
+        peer = [ref[key + f"{k}_mm"] for k in THIRDS]
+        mk = [v.heights_mask_mm.get(k) for k in THIRDS] if v.heights_mask_mm else [None] * 3
+        ck = [v.heights_ct_mm.get(k) for k in THIRDS] if v.heights_ct_mm else [None] * 3
         diffs += [m - p for m, p in zip(mk, peer, strict=True) if m is not None]
-        for r, m, p in zip(REGIONS, mk, peer, strict=True):
+        for r, m, p in zip(THIRDS, mk, peer, strict=True):
             if m is not None:
                 by_region[r].append(m - p)
         fmt = lambda xs: " / ".join("-" if x is None else f"{x:.1f}" for x in xs)  # noqa: E731
-        rh = "-" if v.rhlv is None else " / ".join(f"{100 * v.rhlv[k]:.0f}%" for k in REGIONS)
+        rh = "-" if v.rhlv is None else " / ".join(f"{100 * v.rhlv[k]:.0f}%" for k in THIRDS)
         out.append(
             f"| {v.level} | {fmt(peer)} | {fmt(mk)} | {fmt(ck)} | "
             f"{ref[f'vertebrae_{v.level}_height_difference']:.2f} | {rh} | "

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from vertgrade import grade_study
-from vertgrade.grading import GENANT_THRESHOLDS
-from vertgrade.io.study import study_from_arrays
+from vertgrade.config import GENANT_THRESHOLDS
+from vertgrade.io.load import study_from_arrays
 from vertgrade.phantom import FractureSpec, Phantom, make_phantom
 from vertgrade.result import SpineResult
 
-REGIONS = ("anterior", "middle", "posterior")
+THIRDS = ("anterior", "middle", "posterior")
 FRACTURES = ("T12:wedge:0.32", "L1:crush:0.45", "L3:biconcave:0.30")
 
 
@@ -41,7 +41,7 @@ def _errors(ph: Phantom, res: SpineResult, source: str) -> np.ndarray:
     for v in res.vertebrae:
         h = v.heights_ct_mm if source == "ct" else v.heights_mask_mm
         assert h is not None, v.level
-        for r in REGIONS:
+        for r in THIRDS:
             errs.append(h.get(r) - getattr(truth[v.label], f"height_{r}_after_mm"))
     return np.array(errs)
 
@@ -111,7 +111,7 @@ def test_invariant_to_voxel_order() -> None:
     other = grade_study(study_from_arrays(lab, aff, ct=ct))
     for a, b in zip(base.vertebrae, other.vertebrae, strict=True):
         assert a.grade == b.grade
-        for r in ("body", *REGIONS):
+        for r in ("body", *THIRDS):
             assert a.heights_mm.get(r) == pytest.approx(b.heights_mm.get(r), abs=1e-6)
 
 
@@ -122,7 +122,7 @@ def test_same_phantom_in_two_orientations_gives_the_same_numbers() -> None:
     b = _grade(_phantom("PIR", (1.0, 1.0, 1.0)))
     for va, vb in zip(a.vertebrae, b.vertebrae, strict=True):
         assert va.grade == vb.grade
-        for r in REGIONS:
+        for r in THIRDS:
             assert va.heights_mm.get(r) == pytest.approx(vb.heights_mm.get(r), abs=0.3)
 
 
@@ -132,7 +132,7 @@ def test_heights_scale_with_the_spine() -> None:
     big = make_phantom("L1-L3", seed=1, scale=1.2)
     hs = _grade(small)["L2"].heights_mm
     hb = _grade(big)["L2"].heights_mm
-    for r in REGIONS:
+    for r in THIRDS:
         assert hb.get(r) / hs.get(r) == pytest.approx(1.2, abs=0.02)
 
 
@@ -179,7 +179,7 @@ def test_grades_exact_away_from_thresholds() -> None:
         truth = {t.label: t for t in ph.truth}
         for v in res.vertebrae:
             t = truth[v.label]
-            loss = max(getattr(t, f"loss_{r}") for r in REGIONS)
+            loss = max(getattr(t, f"loss_{r}") for r in THIRDS)
             margin = 0.015 if t.grade == 1 else 0.03
             if min(abs(loss - th) for th in GENANT_THRESHOLDS) < margin:
                 continue
@@ -257,7 +257,7 @@ def test_endplate_planes_and_thirds_geometry() -> None:
         axis = (sup.normal + inf.normal) / np.linalg.norm(sup.normal + inf.normal)
         assert axis @ ph.frames[v.label].si > np.cos(np.radians(2.0))
         assert sup.normal @ v.frame.si > 0.9 and inf.normal @ v.frame.si > 0.9
-        for r in REGIONS:
+        for r in THIRDS:
             pts = v.thirds[r]
             d = np.linalg.norm(np.subtract(pts["superior_mm"], pts["inferior_mm"]))
             assert d == pytest.approx(v.heights_mm.get(r), abs=0.6)

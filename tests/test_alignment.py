@@ -17,20 +17,23 @@ from numpy.typing import NDArray
 from vertgrade import grade_study, load_study
 from vertgrade.alignment import (
     ALIGNMENT_COLUMNS,
-    ALIGNMENT_SCHEMA,
     Alignment,
     AlignmentConfig,
     alignment_from_endplates,
     coronal_apex,
     endplate_angles,
     lumbar_lordosis_span,
-    measure_alignment,
     thoracic_kyphosis_span,
 )
-from vertgrade.io.study import study_from_arrays
+from vertgrade.io.load import study_from_arrays
 from vertgrade.levels import label_id, level_name
 from vertgrade.phantom import Phantom, TrueCurve, make_phantom
+from vertgrade.pipeline import measure_alignment
+from vertgrade.report.files import load_schema
 from vertgrade.result import SpineResult
+
+#: the alignment object of result.json (its schema lives in the one result schema)
+ALIGNMENT_SCHEMA = load_schema()["properties"]["alignment"]["anyOf"][1]
 
 # --------------------------------------------------------------------------------------------
 # Helpers: normals from angles, synthetic spines

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vertgrade.cli import app
-from vertgrade.report.writers import validate_result
+from vertgrade.report.files import validate_result
 
 runner = CliRunner()
 

@@ -33,10 +33,13 @@ from vertgrade.cohort import (
     run_cohort,
 )
 from vertgrade.errors import InputError, OutputError
-from vertgrade.io.phantom_files import write_phantom
-from vertgrade.phantom import make_phantom
-from vertgrade.report.writers import OUTPUT_FILES
+from vertgrade.phantom import make_phantom, write_phantom
+from vertgrade.report.files import OUTPUT_FILES
 from vertgrade.result import CSV_COLUMNS
+from vertgrade.workflow import GradeOptions
+
+#: options that change one parameter (every study must be graded again)
+CHANGED = GradeOptions(config=GradingConfig(hu_core_erosion_mm=4.0))
 
 # subject -> fractures; "p3" gets a truncated CT
 COHORT: dict[str, list[str]] = {
@@ -304,20 +307,16 @@ def test_changed_inputs_or_parameters_regrade_exactly_the_affected_studies(
     assert len(table) == 4 * len(GOOD)
 
     # a parameter changes: every study is graded again
-    summary = run_cohort(
-        specs, out, scheduler="synchronous", config=GradingConfig(hu_core_erosion_mm=4.0)
-    )
+    summary = run_cohort(specs, out, scheduler="synchronous", options=CHANGED)
     assert summary.graded == GOOD and summary.skipped == ()
     # unchanged again: all skipped; force: all graded
-    summary = run_cohort(
-        specs, out, scheduler="synchronous", config=GradingConfig(hu_core_erosion_mm=4.0)
-    )
+    summary = run_cohort(specs, out, scheduler="synchronous", options=CHANGED)
     assert summary.skipped == GOOD
     summary = run_cohort(
         specs[:1],
         out,
         scheduler="synchronous",
-        config=GradingConfig(hu_core_erosion_mm=4.0),
+        options=CHANGED,
         force=True,
     )
     assert summary.graded == ("p0",)
@@ -366,6 +365,30 @@ def test_an_output_folder_in_use_or_of_something_else_is_refused(
     # --force writes into a folder of something else
     summary = run_cohort(one_study, other, scheduler="synchronous", force=True)
     assert summary.n_vertebrae == 4 and (other / "notes.txt").read_text() == "mine"
+
+
+def test_the_grade_options_reach_every_study(
+    cohort_extra: None, one_study: list[StudySpec], tmp_path: Path
+) -> None:
+    """A cohort grades each study as `vertgrade grade` does with the same options (one
+    workflow): here the report; a changed option regrades; bad options fail before any work."""
+    out = tmp_path / "out"
+    summary = run_cohort(one_study, out, scheduler="synchronous")
+    assert not (out / "studies" / "p0" / "report.html").exists()
+    summary = run_cohort(one_study, out, scheduler="synchronous", options=GradeOptions(report=True))
+    assert summary.graded == ("p0",)  # the outputs asked for are part of the manifest's key
+    html = (out / "studies" / "p0" / "report.html").read_text()
+    assert "<html" in html and "L1" in html
+    summary = run_cohort(one_study, out, scheduler="synchronous", options=GradeOptions(report=True))
+    assert summary.skipped == ("p0",)
+    with pytest.raises(InputError, match="--grader works on the synthesis features"):
+        run_cohort(
+            one_study,
+            tmp_path / "bad",
+            scheduler="synchronous",
+            options=GradeOptions(grader=tmp_path / "g.joblib"),
+        )
+    assert not (tmp_path / "bad").exists()
 
 
 def test_missing_dask_and_bad_arguments_give_clear_errors(
@@ -545,14 +568,45 @@ def test_discovery_refuses_missing_and_unknown_inputs(tmp_path: Path) -> None:
         discover_studies(tmp_path / "list.txt")
 
 
+def _expected_real_cases(data_dir: Path) -> dict[str, tuple[Path | None, Path, Path | None]]:
+    """subject -> (ct, labels, bodies) of every case folder in ``data_dir``, from its files.
+
+    An oracle independent of discovery's rules, for the layouts the shared data uses: a VerSe
+    mask ``sub-*_seg-vert_msk.nii.gz`` is a subject (with ``<subject>_ct.nii.gz`` beside it if
+    there), a TotalSegmentator ``*vertebrae_pp*.nii.gz`` makes its folder a subject (with its
+    ``*ct.nii.gz`` and ``*vertebrae_body.nii.gz``); a folder with neither is no study.
+    """
+    expected: dict[str, tuple[Path | None, Path, Path | None]] = {}
+    for folder in sorted(p for p in data_dir.iterdir() if p.is_dir() and p.name[0] != "."):
+        for mask in sorted(folder.glob("sub-*_seg-vert_msk.nii.gz")):
+            subject = mask.name.removesuffix("_seg-vert_msk.nii.gz")
+            ct = folder / f"{subject}_ct.nii.gz"
+            expected[subject] = (ct.resolve() if ct.is_file() else None, mask.resolve(), None)
+        for labels in sorted(folder.glob("*vertebrae_pp*.nii.gz")):
+            cts = sorted(folder.glob("*ct.nii.gz"))
+            bodies = sorted(folder.glob("*vertebrae_body.nii.gz"))
+            expected[folder.name] = (
+                cts[0].resolve() if cts else None,
+                labels.resolve(),
+                bodies[0].resolve() if bodies else None,
+            )
+    return expected
+
+
 @pytest.mark.realdata
 def test_discovery_of_the_shared_real_cases(data_dir: Path) -> None:
+    """Every case of ../shared/data is found (the set grows: nothing here names a case)."""
     specs = {s.subject: s for s in discover_studies(data_dir)}
-    # tptbox-l3's mask is not named like a VerSe mask: its CT alone is not a study
-    assert sorted(specs) == ["sub-verse004", "sub-verse012", "totalseg-example"]
-    assert specs["sub-verse012"].ct == (data_dir / "verse012/sub-verse012_ct.nii.gz").resolve()
-    assert specs["sub-verse004"].ct is None
-    ts = specs["totalseg-example"]
-    assert ts.labels.name == "totalseg_vertebrae_pp_refined.nii.gz"
-    assert ts.ct is not None and ts.ct.name == "example_ct.nii.gz"
-    assert ts.bodies is not None and ts.bodies.name == "totalseg_vertebrae_body.nii.gz"
+    expected = _expected_real_cases(data_dir)
+    assert expected, f"no case folders found in {data_dir}"
+    # e.g. tptbox-l3's mask is not named like a VerSe mask: its CT alone is not a study
+    assert {s: (v.ct, v.labels, v.bodies) for s, v in specs.items()} == expected
+    # every subject with expert grades is among them, labels-only where its CT is missing
+    import csv
+
+    with open(data_dir / "grades.csv", encoding="utf-8", newline="") as fh:
+        graded = {row["subject"] for row in csv.DictReader(fh)}
+    assert graded, f"{data_dir / 'grades.csv'} lists no subjects"
+    assert graded <= set(specs), f"graded subjects not discovered: {sorted(graded - set(specs))}"
+    for subject in graded:
+        assert specs[subject].labels.name == f"{subject}_seg-vert_msk.nii.gz"

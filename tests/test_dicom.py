@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from nibabel.affines import voxel_sizes
 
 pydicom = pytest.importorskip("pydicom")
 hd = pytest.importorskip("highdicom")
@@ -33,16 +34,15 @@ from vertgrade.io.dicom import (  # noqa: E402
     SeriesInfo,
     is_dicom_path,
     list_series,
-    load_dicom_study,
     lps_to_ras,
     read_dicom_seg,
     read_dicom_series,
 )
+from vertgrade.io.load import load_dicom_study, study_from_arrays  # noqa: E402
 from vertgrade.io.nifti import save_nifti  # noqa: E402
-from vertgrade.io.study import study_from_arrays  # noqa: E402
 from vertgrade.levels import level_name  # noqa: E402
 from vertgrade.phantom import Phantom, make_phantom  # noqa: E402
-from vertgrade.report.dicom_out import (  # noqa: E402
+from vertgrade.report.dicom import (  # noqa: E402
     DICOM_OUTPUT_FILES,
     LOCAL_CODES,
     LOCAL_SCHEME,
@@ -50,7 +50,7 @@ from vertgrade.report.dicom_out import (  # noqa: E402
     write_dicom_outputs,
 )
 from vertgrade.result import QC_FLAGS, SpineResult  # noqa: E402
-from vertgrade.volume import Study  # noqa: E402
+from vertgrade.study import Study  # noqa: E402
 
 LEVELS = "T12-L2"
 FRACTURES = ("L1:wedge:0.35",)
@@ -66,7 +66,7 @@ PATIENT = {
     "StudyID": "STUDY-7",
     "ReferringPhysicianName": "Ref^Doc",
 }
-REGIONS = ("body", "anterior", "middle", "posterior")
+THIRDS = ("body", "anterior", "middle", "posterior")
 MODIFIER = {"anterior": "255549009", "middle": "26216008", "posterior": "255551008"}
 
 
@@ -108,7 +108,7 @@ def write_series(
     study_uid = study_uid or generate_uid()
     frame_uid = frame_uid or generate_uid()
     a = lps_to_ras(affine)
-    sp = np.linalg.norm(a[:3, :3], axis=0)
+    sp = voxel_sizes(a)
     row_dir, col_dir = a[:3, 0] / sp[0], a[:3, 1] / sp[1]
     n = ct.shape[2]
     names = list(range(n))
@@ -173,7 +173,7 @@ def _heights(res: SpineResult) -> dict[str, np.ndarray]:
     out = {}
     for v in res.vertebrae:
         assert v.heights_mm is not None
-        out[v.level] = np.array([v.heights_mm.get(r) for r in REGIONS], float)
+        out[v.level] = np.array([v.heights_mm.get(r) for r in THIRDS], float)
     return out
 
 
@@ -536,7 +536,7 @@ def test_seg_labels_map_to_verse(tmp_path: Path, names: bool, kind: str) -> None
 def test_totalsegmentator_segment_names() -> None:
     """TotalSegmentator-like segment names: organs left out, sacrum merged into S1, SNOMED
     property types taken before the text."""
-    from vertgrade.io.dicom import _segment_labels, segment_label_to_verse
+    from vertgrade.io.dicom.seg import _segment_labels, segment_label_to_verse
 
     def segment(number: int, label: str, code: str = "85756007") -> Dataset:
         item = Dataset()
@@ -688,7 +688,7 @@ def test_sr_and_seg_carry_every_measurement(graded: dict[str, Any]) -> None:
         heights = {_find_site(m)[1]: m for m in ms if _code(m.name) == ("121207", "DCM")}
         rhlv = {_find_site(m)[1]: m for m in ms if _code(m.name) == ("RHLV", LOCAL_SCHEME)}
         assert v.heights_mm is not None and v.rhlv is not None
-        for region in REGIONS:
+        for region in THIRDS:
             key = MODIFIER.get(region)
             h = heights[key]
             assert _code(h.unit) == ("mm", "UCUM")

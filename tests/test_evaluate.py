@@ -1,6 +1,7 @@
 """Evaluation against reference grades: hand-computed metrics on a made-up table, the patient
-bootstrap, matching and its counts, the grades file's errors, the output folder, and the two real
-VerSe cases graded end to end."""
+bootstrap, matching and its counts, the grades file's errors, the output folder, and every real
+VerSe case of ../shared/data (each subject of its grades.csv whose folder is present) graded end
+to end."""
 
 from __future__ import annotations
 
@@ -15,22 +16,22 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-import vertgrade.evaluate as evmod
 from vertgrade import InputError, OutputError, grade_study, load_study
-from vertgrade.evaluate import (
+from vertgrade.evaluation import (
     EVALUATION_FILES,
-    GradeRow,
+    Evaluation,
     Prediction,
     collect_predictions,
     confusion_table,
     evaluate,
     evaluation_table,
     metric_names,
-    read_grades,
     write_evaluation,
 )
-from vertgrade.levels import label_id
-from vertgrade.report.writers import write_result
+from vertgrade.evaluation import metrics as evmetrics
+from vertgrade.io.grades import GradeRow, grades_by_subject, read_grades
+from vertgrade.levels import SPINAL_REGIONS, label_id, spinal_region_of
+from vertgrade.report.files import write_result
 
 # --- a made-up table, computed by hand -----------------------------------------------------------
 # (subject, level, true grade, predicted grade, largest regional RHLV)
@@ -95,12 +96,12 @@ def _table_inputs(
 
 
 @pytest.fixture(scope="module")
-def table_eval() -> evmod.Evaluation:
+def table_eval() -> Evaluation:
     preds, truth = _table_inputs()
     return evaluate(preds, truth, n_boot=500, seed=3)
 
 
-def test_confusion_matrix_by_hand(table_eval: evmod.Evaluation) -> None:
+def test_confusion_matrix_by_hand(table_eval: Evaluation) -> None:
     assert [list(r) for r in table_eval.scope("all").confusion] == CONFUSION
     assert table_eval.n_patients == 3
     assert table_eval.n_vertebrae == 9
@@ -109,13 +110,13 @@ def test_confusion_matrix_by_hand(table_eval: evmod.Evaluation) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_metric_by_hand(table_eval: evmod.Evaluation, name: str) -> None:
+def test_metric_by_hand(table_eval: Evaluation, name: str) -> None:
     m = table_eval.metric(name)
     assert m.value == pytest.approx(float(EXPECTED[name]), abs=1e-12)
     assert m.n == N_EXPECTED.get(name, 9)
 
 
-def test_every_metric_has_an_interval_around_it(table_eval: evmod.Evaluation) -> None:
+def test_every_metric_has_an_interval_around_it(table_eval: Evaluation) -> None:
     for m in table_eval.scope("all").metrics:
         assert m.value is not None
         assert m.ci_low is not None and m.ci_high is not None
@@ -123,7 +124,7 @@ def test_every_metric_has_an_interval_around_it(table_eval: evmod.Evaluation) ->
         assert 0 < m.n_boot_valid <= 500
 
 
-def test_region_breakdown_by_hand(table_eval: evmod.Evaluation) -> None:
+def test_region_breakdown_by_hand(table_eval: Evaluation) -> None:
     assert [s.name for s in table_eval.scopes] == ["all", "thoracic", "thoracolumbar", "lumbar"]
     # thoracic T1-T10: B T8 only
     th = table_eval.scope("thoracic")
@@ -152,6 +153,17 @@ def test_region_breakdown_by_hand(table_eval: evmod.Evaluation) -> None:
     # macro averages run over the grades present in the truth: grade 0 only
     assert lu.classes_in_truth == (0,)
     assert lu.metric("macro_recall").value == pytest.approx(0.5)
+
+
+def test_scopes_are_the_spinal_regions(table_eval: Evaluation) -> None:
+    """The region scopes are levels.SPINAL_REGIONS (not levels.region_of): T11-L2 on its own."""
+    regions = table_eval.scopes[1:]
+    assert [(s.name, s.levels) for s in regions] == [
+        (name, f"{first}-{last}") for name, (first, last) in SPINAL_REGIONS.items()
+    ]
+    by_level = {lv: spinal_region_of(label_id(lv)) for _, lv, *_ in TABLE}
+    assert by_level["T11"] == by_level["L2"] == "thoracolumbar"
+    assert (by_level["T8"], by_level["L3"], by_level["L4"]) == ("thoracic", "lumbar", "lumbar")
 
 
 def test_undefined_resamples_are_skipped_and_counted() -> None:
@@ -230,7 +242,7 @@ def test_bootstrap_is_seeded() -> None:
 # --- the bootstrap resamples patients ------------------------------------------------------------
 
 
-def _clustered(n_patients: int, per_patient: int, *, one_patient_each: bool) -> evmod.Evaluation:
+def _clustered(n_patients: int, per_patient: int, *, one_patient_each: bool) -> Evaluation:
     """Half the patients have every vertebra right, the other half every vertebra wrong."""
     preds, truth = [], []
     labels = list(range(8, 8 + per_patient))
@@ -262,13 +274,13 @@ def test_each_resample_holds_whole_patients(monkeypatch: pytest.MonkeyPatch) -> 
     """Every weight vector the metrics see gives all vertebrae of a patient the same count, and
     the counts per patient add up to the number of patients."""
     seen: list[np.ndarray] = []
-    original = evmod._batch_metrics
+    original = evmetrics.batch_metrics
 
     def spy(y_true: Any, y_pred: Any, score: Any, weights: np.ndarray) -> Any:
         seen.append(weights.copy())
         return original(y_true, y_pred, score, weights)
 
-    monkeypatch.setattr(evmod, "_batch_metrics", spy)
+    monkeypatch.setattr(evmetrics, "batch_metrics", spy)
     preds, truth = _table_inputs()
     evaluate(preds, truth, n_boot=200, seed=5)
     # the first two calls are the "all" scope: point estimate, then the resamples
@@ -292,9 +304,9 @@ def test_integer_weights_equal_copies() -> None:
     y_pred = np.clip(y_true + rng.integers(-1, 2, 25), 0, 3)
     score = np.round(0.1 * y_true + 0.2 * rng.random(25), 2)
     w = rng.integers(0, 4, 25)
-    weighted = evmod._batch_metrics(y_true, y_pred, score, w[None].astype(float))
+    weighted = evmetrics.batch_metrics(y_true, y_pred, score, w[None].astype(float))
     rep = np.repeat(np.arange(25), w)
-    copied = evmod._batch_metrics(y_true[rep], y_pred[rep], score[rep], np.ones((1, rep.size)))
+    copied = evmetrics.batch_metrics(y_true[rep], y_pred[rep], score[rep], np.ones((1, rep.size)))
     for name in metric_names():
         np.testing.assert_allclose(weighted[name], copied[name], rtol=1e-12, err_msg=name)
 
@@ -310,7 +322,7 @@ def test_weighted_metrics_match_scikit_learn() -> None:
         y_pred = np.clip(y_true + rng.integers(-1, 2, n), 0, 3)
         score = np.round(0.1 * y_true + 0.3 * rng.random(n), 2)  # ties included
         w = rng.integers(1, 4, n).astype(float)
-        ours = evmod._batch_metrics(y_true, y_pred, score, w[None])
+        ours = evmetrics.batch_metrics(y_true, y_pred, score, w[None])
         labels = np.unique(y_true)
         p, r, f, _ = skm.precision_recall_fscore_support(
             y_true, y_pred, labels=labels, average="macro", zero_division=0, sample_weight=w
@@ -418,6 +430,13 @@ def test_missing_grades_file(tmp_path: Path) -> None:
         read_grades(tmp_path / "nope.csv")
 
 
+def test_grades_by_subject_view() -> None:
+    rows = [GradeRow("b", 20, 3), GradeRow("a", 19, 0), GradeRow("b", 28, 1)]
+    by_subject = grades_by_subject(rows)
+    assert by_subject == {"b": {20: 3, 28: 1}, "a": {19: 0}}
+    assert list(by_subject) == ["b", "a"]  # subjects in order of their first row
+
+
 # --- result folders ------------------------------------------------------------------------------
 
 
@@ -508,7 +527,7 @@ def test_no_match_names_the_grades_file_and_subjects(tmp_path: Path) -> None:
 # --- outputs -------------------------------------------------------------------------------------
 
 
-def test_written_files(tmp_path: Path, table_eval: evmod.Evaluation) -> None:
+def test_written_files(tmp_path: Path, table_eval: Evaluation) -> None:
     import matplotlib
 
     backend = matplotlib.get_backend()
@@ -559,7 +578,7 @@ def test_written_files(tmp_path: Path, table_eval: evmod.Evaluation) -> None:
     assert len(np.unique(np.round(rgb, 2), axis=0)) > 20  # a colour map, text, axes
 
 
-def test_output_folder_refused_unless_force(tmp_path: Path, table_eval: evmod.Evaluation) -> None:
+def test_output_folder_refused_unless_force(tmp_path: Path, table_eval: Evaluation) -> None:
     out = tmp_path / "eval"
     out.mkdir()
     (out / "other.txt").write_text("keep", "utf-8")
@@ -574,7 +593,7 @@ def test_output_folder_refused_unless_force(tmp_path: Path, table_eval: evmod.Ev
         write_evaluation(table_eval, afile)
 
 
-def test_terminal_tables(table_eval: evmod.Evaluation) -> None:
+def test_terminal_tables(table_eval: Evaluation) -> None:
     console = Console(record=True, width=220)
     console.print(evaluation_table(table_eval))
     console.print(confusion_table(table_eval))
@@ -589,31 +608,80 @@ def test_terminal_tables(table_eval: evmod.Evaluation) -> None:
 # --- the real cases ------------------------------------------------------------------------------
 
 
+def _folder(subject: str) -> str:
+    """The folder of a VerSe subject in ../shared/data: its id without ``sub-``."""
+    return subject.removeprefix("sub-")
+
+
 @pytest.fixture(scope="module")
-def real_results(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def real_subjects(data_dir: Path, expert_grades: dict[tuple[str, int], int]) -> list[str]:
+    """Every subject of grades.csv whose folder is present, in the file's order."""
+    subjects = list(dict.fromkeys(subject for subject, _ in expert_grades))
+    present = [s for s in subjects if (data_dir / _folder(s)).is_dir()]
+    if not present:
+        pytest.skip(f"no subject of {data_dir / 'grades.csv'} has its folder in {data_dir}")
+    return present
+
+
+@pytest.fixture(scope="module")
+def real_results(
+    data_dir: Path, real_subjects: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("graded")
     results = {}
-    for case in ("verse012", "verse004"):
-        result = grade_study(load_study(data_dir / case))
-        write_result(result, root / "studies" / case)
-        results[result.subject] = result
+    for subject in real_subjects:
+        result = grade_study(load_study(data_dir / _folder(subject)))
+        write_result(result, root / "studies" / _folder(subject))
+        results[subject] = result
     return {"root": root, "results": results}
+
+
+@pytest.mark.realdata
+def test_real_grades_file(data_dir: Path, expert_grades: dict[tuple[str, int], int]) -> None:
+    """The reader takes every row of the real grades file; the by-subject view regroups them."""
+    rows = read_grades(data_dir / "grades.csv")
+    assert {(r.subject, r.label): r.grade for r in rows} == expert_grades
+    assert len(rows) == len(expert_grades)
+    assert [r.line for r in rows] == list(range(2, len(rows) + 2))
+    by_subject = grades_by_subject(rows)
+    assert list(by_subject) == list(dict.fromkeys(s for s, _ in expert_grades))
+    for (subject, label), grade in expert_grades.items():
+        assert by_subject[subject][label] == grade
+
+
+def _stored_score(rhlv: dict[str, float | None] | None) -> float | None:
+    """The score as the evaluation reads it from result.json: the largest regional RHLV, each
+    rounded to 4 decimals as result.json stores it; None without any."""
+    values = [(rhlv or {}).get(r) for r in ("anterior", "middle", "posterior")]
+    finite = [round(float(v), 4) for v in values if v is not None and np.isfinite(v)]
+    return max(finite) if finite else None
+
+
+def _auroc(pos: list[float], neg: list[float]) -> float | None:
+    """Mann-Whitney AUROC, ties one half; None without positives or negatives."""
+    if not pos or not neg:
+        return None
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
 
 
 @pytest.mark.realdata
 def test_real_cases_consistent_with_per_vertebra_grades(
     real_results: dict[str, Any], data_dir: Path, expert_grades: dict[tuple[str, int], int]
 ) -> None:
+    """Every real case graded: the evaluation's matching, confusion matrices, counts and metrics
+    follow from each vertebra's grade and the expert grades of grades.csv, by the rules of
+    docs/evaluation.md."""
     root: Path = real_results["root"]
     results = real_results["results"]
-    preds = collect_predictions([root / "studies" / "verse012", root / "studies" / "verse004"])
+    for subject, result in results.items():
+        assert result.subject == subject
+    preds = collect_predictions([root / "studies" / _folder(s) for s in results])
     assert set(collect_predictions([root])) == set(preds)  # the cohort layout: same files
     ev = evaluate(preds, read_grades(data_dir / "grades.csv"), n_boot=500, seed=0)
 
-    expected = np.zeros((4, 4), dtype=int)
+    # (subject, label, true grade, predicted grade, score) of every evaluated vertebra
+    evaluated: list[tuple[str, int, int, int, float | None]] = []
     n_not_gradable = n_no_truth = 0
-    pos_scores: list[float] = []
-    neg_scores: list[float] = []
     for subject, result in results.items():
         for v in result.vertebrae:
             truth = expert_grades.get((subject, v.label))
@@ -622,33 +690,62 @@ def test_real_cases_consistent_with_per_vertebra_grades(
             elif v.grade is None:
                 n_not_gradable += 1
             else:
-                expected[truth, v.grade] += 1
-                # the score as result.json stores it: RHLV rounded to 4 decimals
-                s = max(round(v.rhlv[r], 4) for r in ("anterior", "middle", "posterior"))
-                (pos_scores if truth >= 1 else neg_scores).append(s)
+                evaluated.append((subject, v.label, truth, v.grade, _stored_score(v.rhlv)))
     n_no_prediction = sum(
         1
         for (subject, label) in expert_grades
-        if label not in {v.label for v in results[subject].vertebrae}
+        if subject not in results or label not in {v.label for v in results[subject].vertebrae}
     )
-    assert np.array_equal(np.array(ev.scope("all").confusion), expected)
-    assert ev.n_patients == 2
-    assert ev.n_vertebrae == int(expected.sum())
     assert ev.counts["not_gradable"] == n_not_gradable
     assert ev.counts["prediction_without_truth"] == n_no_truth
     assert ev.counts["truth_without_prediction"] == n_no_prediction
-    assert ev.metric("accuracy").value == pytest.approx(np.trace(expected) / expected.sum())
-    ge1_called = expected[1:, 1:].sum() / expected[1:].sum()
-    assert ev.metric("sensitivity_ge1").value == pytest.approx(ge1_called)
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos_scores for n in neg_scores)
-    assert ev.metric("auroc_ge1").value == pytest.approx(wins / (len(pos_scores) * len(neg_scores)))
-    for m in ev.scope("all").metrics:
-        if m.value is not None and m.ci_low is not None and m.ci_high is not None:
-            assert m.ci_low - 1e-12 <= m.value <= m.ci_high + 1e-12, m
+    assert ev.counts["evaluated"] == ev.n_vertebrae == len(evaluated)
+    assert ev.n_patients == len({e[0] for e in evaluated})
+    assert ev.subjects_without_truth == ()
+    assert ev.subjects_without_predictions == tuple(
+        sorted({s for s, _ in expert_grades} - set(results))
+    )
+    # ranked by the largest RHLV, or by the grade where some evaluated vertebra has none
+    by_rhlv = all(e[4] is not None for e in evaluated)
+    assert ev.score_source == ("rhlv_max" if by_rhlv else "grade")
+
+    scopes = {"all": evaluated}
+    for name in SPINAL_REGIONS:
+        inside = [e for e in evaluated if spinal_region_of(e[1]) == name]
+        if inside:
+            scopes[name] = inside
+    assert [s.name for s in ev.scopes] == list(scopes)
+    for name, vertebrae in scopes.items():
+        scope = ev.scope(name)
+        expected = np.zeros((4, 4), dtype=int)
+        for _, _, t, p, _ in vertebrae:
+            expected[t, p] += 1
+        assert np.array_equal(np.array(scope.confusion), expected), name
+        assert scope.n_vertebrae == len(vertebrae)
+        assert scope.n_patients == len({e[0] for e in vertebrae})
+        assert scope.metric("accuracy").value == pytest.approx(np.trace(expected) / len(vertebrae))
+        positives = expected[1:].sum()
+        sens = scope.metric("sensitivity_ge1").value
+        if positives:
+            assert sens == pytest.approx(expected[1:, 1:].sum() / positives)
+        else:
+            assert sens is None
+        scores = [(e[4] if by_rhlv else float(e[3]), e[2]) for e in vertebrae]
+        auroc = _auroc([s for s, t in scores if t >= 1], [s for s, t in scores if t == 0])
+        if auroc is None:
+            assert scope.metric("auroc_ge1").value is None
+        else:
+            assert scope.metric("auroc_ge1").value == pytest.approx(auroc)
+        for m in scope.metrics:
+            if m.value is not None and m.ci_low is not None and m.ci_high is not None:
+                assert m.ci_low - 1e-12 <= m.value <= m.ci_high + 1e-12, (name, m)
 
     written = write_evaluation(ev, root / "eval")
     assert {p.name for p in written} == set(EVALUATION_FILES)
     doc = json.loads((root / "eval" / "metrics.json").read_text("utf-8"))
-    assert doc["n_patients"] == 2
-    assert doc["scopes"]["all"]["confusion"]["matrix"] == expected.tolist()
+    assert doc["n_patients"] == ev.n_patients
+    assert doc["scopes"]["all"]["confusion"]["matrix"] == [
+        list(r) for r in ev.scope("all").confusion
+    ]
     assert doc["sources"]["grades"] == [str(data_dir / "grades.csv")]
+    assert len(doc["sources"]["results"]) == len(results)

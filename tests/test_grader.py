@@ -1,8 +1,8 @@
 """The SVM grader: features, leak control, training with grouped cross-validation, files.
 
 Feature files are written here directly (their format is the one
-``vertgrade.grader.write_synthesis_features`` writes; ``tests/test_synthesis.py`` checks that
-writer on a study graded with a trained generator), so these tests need no PyTorch.
+``vertgrade.synthesis.grader.write_synthesis_features`` writes; ``tests/test_synthesis.py``
+checks that writer on a study graded with a trained generator), so these tests need no PyTorch.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from vertgrade.errors import InputError, ModelFileError, OutputError
-from vertgrade.grader import (
+from vertgrade.morphometry import RegionHeights
+from vertgrade.synthesis.grader import (
     FEATURES_FILE,
     evaluate_grader,
     feature_names,
@@ -24,7 +25,6 @@ from vertgrade.grader import (
     synthesis_features,
     train_grader,
 )
-from vertgrade.morphometry import RegionHeights
 
 NAMES = feature_names(["sagittal", "coronal"])
 #: typical RHLV of each grade's worst third (Genant: < 20 %, 20-25, 25-40, > 40 %)
@@ -94,10 +94,16 @@ def test_feature_names_three_per_pass() -> None:
 def test_features_are_rhlv_against_each_pass() -> None:
     from types import SimpleNamespace
 
-    v = SimpleNamespace(label=20, heights_mm=RegionHeights(20.0, 15.0, 18.0, 24.0))
-    result = SimpleNamespace(vertebrae=(v,))
-    refs = {20: {"sagittal": RegionHeights(25.0, 25.0, 24.0, 24.0)}}
-    f = synthesis_features(result, refs)  # type: ignore[arg-type]
+    v = SimpleNamespace(
+        label=20,
+        heights_mm=RegionHeights(20.0, 15.0, 18.0, 24.0),
+        reference_parts={"sagittal": RegionHeights(25.0, 25.0, 24.0, 24.0)},
+    )
+    # a vertebra without per-pass references (graded with the neighbours) has no features
+    other = SimpleNamespace(label=21, heights_mm=v.heights_mm, reference_parts={})
+    result = SimpleNamespace(vertebrae=(v, other))
+    f = synthesis_features(result)  # type: ignore[arg-type]
+    assert set(f) == {20}
     assert f[20]["rhlv_sagittal_anterior"] == pytest.approx(0.4)
     assert f[20]["rhlv_sagittal_middle"] == pytest.approx(0.25)
     assert f[20]["rhlv_sagittal_posterior"] == pytest.approx(0.0)

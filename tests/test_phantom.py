@@ -13,12 +13,19 @@ import pytest
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from vertgrade import phantom as phantom_module
 from vertgrade.alignment import endplate_angles
-from vertgrade.io.phantom_files import TRUTH_COLUMNS, write_phantom
+from vertgrade.geometry.thirds import THIRDS
 from vertgrade.levels import label_id, normative_shape
-from vertgrade.phantom import FractureSpec, Phantom, ScoliosisSpec, VertebraTruth, make_phantom
-from vertgrade.regions import REGIONS
+from vertgrade.phantom import (
+    TRUTH_COLUMNS,
+    FractureSpec,
+    Phantom,
+    ScoliosisSpec,
+    VertebraTruth,
+    make_phantom,
+    write_phantom,
+)
+from vertgrade.phantom import make as phantom_make
 
 # Small, fast phantoms: coarse voxels and a tight field of view where the voxels do not matter.
 FAST: dict[str, Any] = {"spacing": 2.0, "fov_mm": (140.0, 140.0), "noise_hu": 0.0}
@@ -99,11 +106,11 @@ def test_make_phantom_argument_errors() -> None:
 def test_affected_third_loses_the_severity(kind: str, region: str, severity: float) -> None:
     ph = make_phantom("L1", [f"L1:{kind}:{severity}"], **FAST)
     t = ph.truth[0]
-    losses = {r: getattr(t, f"loss_{r}") for r in REGIONS}
+    losses = {r: getattr(t, f"loss_{r}") for r in THIRDS}
     assert losses[region] == pytest.approx(severity, abs=1e-6)
     assert max(losses.values()) == pytest.approx(severity, abs=1e-6)  # the most affected third
     assert (t.fractured, t.type, t.severity) == (True, kind, severity)
-    for r in ("body", *REGIONS):
+    for r in ("body", *THIRDS):
         after, before = getattr(t, f"height_{r}_after_mm"), getattr(t, f"height_{r}_before_mm")
         assert getattr(t, f"loss_{r}") == pytest.approx(1 - after / before, abs=1e-12)
     if kind == "crush":
@@ -137,19 +144,21 @@ def test_adjacent_fractures() -> None:
 
 def test_no_vertebra_overwrites_another(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every level fractured at the maximum severity: no structure lands on a neighbour."""
-    real_paint = phantom_module._paint
+    real_paint = phantom_make._paint
     clashes: list[tuple[int, int]] = []
+    painted: list[int] = []  # the spy must see the painting, or it proves nothing
 
     def spy(*args: Any, **kwargs: Any) -> None:
         volumes = kwargs.get("label_volumes", ())
         before = volumes[0].copy() if volumes else None
         real_paint(*args, **kwargs)
+        painted.append(kwargs.get("label", 0))
         if before is not None:
             lab = kwargs["label"]
             hit = (before != volumes[0]) & (before != 0) & (before != lab)
             clashes.extend((lab, int(v)) for v in np.unique(before[hit]))
 
-    monkeypatch.setattr(phantom_module, "_paint", spy)
+    monkeypatch.setattr(phantom_make, "_paint", spy)
     kinds = ("wedge", "crush", "biconcave")
     levels = [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]
     fractures = [f"{lv}:{kinds[i % 3]}:0.8" for i, lv in enumerate(levels) if i % 4 != 3]
@@ -160,6 +169,7 @@ def test_no_vertebra_overwrites_another(monkeypatch: pytest.MonkeyPatch) -> None
     for kw in variants:
         ph = make_phantom("T1-L5", fractures, spacing=2.0, fov_mm=(160, 160), noise_hu=0, **kw)
         assert clashes == []
+        assert set(painted) >= set(range(8, 25))
         assert set(np.unique(ph.bodies)) == {0, *range(8, 25)}
 
 
@@ -242,7 +252,7 @@ def test_oracle_heights_along_si(fine_phantom: Phantom, level: str) -> None:
     inv = np.linalg.inv(ph.affine)
     step = 0.01
     u = np.arange(-30.0, 30.0, step)
-    for region in REGIONS:
+    for region in THIRDS:
         sel = grid.regions.mask(region)
         a0, l0 = float(ap[sel].mean()), float(lr[sel].mean())
         errors = []
@@ -258,7 +268,7 @@ def test_oracle_heights_along_si(fine_phantom: Phantom, level: str) -> None:
         assert abs(float(np.mean(errors))) < 0.4, (region, errors)
     t = _truth(ph, level)
     # The analytic map itself: its region means are the truth.
-    for region in ("body", *REGIONS):
+    for region in ("body", *THIRDS):
         mean = float(geo.height(ap, lr)[grid.regions.mask(region)].mean())
         assert mean == pytest.approx(getattr(t, f"height_{region}_after_mm"), abs=1e-9)
 
@@ -599,19 +609,21 @@ def test_scoliosis_bends_the_rasterised_spine_and_keeps_the_heights() -> None:
 
 def test_scoliotic_vertebrae_do_not_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
     """The steepest allowed curves, with every level fractured: no label lands on another."""
-    real_paint = phantom_module._paint
+    real_paint = phantom_make._paint
     clashes: list[tuple[int, int]] = []
+    painted: list[int] = []  # the spy must see the painting, or it proves nothing
 
     def spy(*args: Any, **kwargs: Any) -> None:
         volumes = kwargs.get("label_volumes", ())
         before = volumes[0].copy() if volumes else None
         real_paint(*args, **kwargs)
+        painted.append(kwargs.get("label", 0))
         if before is not None:
             lab = kwargs["label"]
             hit = (before != volumes[0]) & (before != 0) & (before != lab)
             clashes.extend((lab, int(v)) for v in np.unique(before[hit]))
 
-    monkeypatch.setattr(phantom_module, "_paint", spy)
+    monkeypatch.setattr(phantom_make, "_paint", spy)
     levels = [f"T{i}" for i in range(1, 13)] + [f"L{i}" for i in range(1, 6)]
     fractures = [f"{lv}:wedge:0.8" for lv in levels[::2]]
     for curves in (["T2-T8:right:60", "T8-L1:left:50", "L1-L5:right:40"], ["T1-T7:left:60"]):
@@ -626,6 +638,7 @@ def test_scoliotic_vertebrae_do_not_overlap(monkeypatch: pytest.MonkeyPatch) -> 
             noise_hu=0,
         )
         assert clashes == []
+        assert set(painted) >= set(range(8, 25))
         assert set(np.unique(ph.bodies)) == {0, *range(8, 25)}
 
 

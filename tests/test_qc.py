@@ -13,10 +13,16 @@ from typer.testing import CliRunner
 
 from vertgrade import grade_study
 from vertgrade.cli import app
-from vertgrade.io.study import study_from_arrays
+from vertgrade.io.load import study_from_arrays
 from vertgrade.morphometry import RegionHeights
 from vertgrade.phantom import FractureSpec, Phantom, make_phantom
-from vertgrade.reference import MeasuredVertebra, NeighbourReference, Reference, ReferenceEstimator
+from vertgrade.reference import (
+    MeasuredVertebra,
+    NeighbourReference,
+    Reference,
+    ReferenceContext,
+    ReferenceEstimator,
+)
 
 
 @cache
@@ -117,7 +123,10 @@ class _TruthReference:
     def __init__(self, ph: Phantom) -> None:
         self.truth = {t.label: t for t in ph.truth}
 
-    def estimate(self, vertebrae: Sequence[MeasuredVertebra]) -> dict[int, Reference]:
+    def estimate(
+        self, vertebrae: Sequence[MeasuredVertebra], context: ReferenceContext | None = None
+    ) -> dict[int, Reference]:
+        assert context is not None  # grade_study hands every estimator its context
         out = {}
         for v in vertebrae:
             t = self.truth[v.label]
@@ -144,7 +153,7 @@ def test_reference_estimators_share_one_contract(make) -> None:  # type: ignore[
 
 
 def test_second_run_gives_identical_files(tmp_path: Path) -> None:
-    from vertgrade.io.phantom_files import write_phantom
+    from vertgrade.phantom import write_phantom
 
     write_phantom(_ph(), tmp_path / "ph")
     runner = CliRunner()
@@ -168,8 +177,8 @@ def test_second_run_gives_identical_files(tmp_path: Path) -> None:
 
 def test_labels_resampled_from_another_grid() -> None:
     """Labels stored on a coarser grid in the same physical space are resampled onto the CT."""
-    from vertgrade.io.study import _resample_onto
-    from vertgrade.volume import Volume
+    from vertgrade.io.labels import resample_onto as _resample_onto
+    from vertgrade.study import Volume
 
     ph = _ph()
     coarse = ph.labels[::2, ::2, ::2]

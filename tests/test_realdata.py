@@ -12,7 +12,7 @@ import pytest
 from vertgrade import grade_study, load_study
 from vertgrade.geometry.vertebra import isolate_body, locate_vertebrae, spine_frames
 from vertgrade.io.nifti import read_volume
-from vertgrade.report.writers import validate_result
+from vertgrade.report.files import validate_result
 
 pytestmark = pytest.mark.realdata
 

@@ -15,9 +15,11 @@ import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import matplotlib.image as mpimg
 import nibabel as nib
 import numpy as np
@@ -25,28 +27,23 @@ import pytest
 
 from vertgrade import grade_study, load_study
 from vertgrade.errors import InputError, OutputError
-from vertgrade.io.phantom_files import write_phantom
-from vertgrade.io.study import study_from_arrays
-from vertgrade.phantom import Phantom, make_phantom
-from vertgrade.regions import REGIONS
-from vertgrade.report.figures import (
-    GRADE_COLOURS,
-    frame_from_dict,
-    overview_figure,
-    panel_extent_mm,
-    vertebra_figure,
-)
+from vertgrade.geometry.thirds import THIRDS
+from vertgrade.io.load import study_from_arrays
+from vertgrade.phantom import Phantom, make_phantom, write_phantom
+from vertgrade.report.figures import overview_figure, panel_extent_mm, vertebra_figure
+from vertgrade.report.files import load_schema, validate_result, write_result
 from vertgrade.report.html import (
     REPORT_HTML,
-    REPORT_PDF,
     render_report,
     render_result_dir,
     save_report,
     write_report,
 )
-from vertgrade.report.writers import write_result
+from vertgrade.report.pdf import REPORT_PDF
+from vertgrade.report.reformat import frame_from_dict
+from vertgrade.report.style import GRADE_COLOURS, grade_rgb
 from vertgrade.result import SpineResult
-from vertgrade.volume import Study, Volume
+from vertgrade.study import Study, Volume
 
 LEVELS = "T11-L3"
 FRACTURES = ("L1:wedge:0.35", "L3:crush:0.3")
@@ -200,7 +197,7 @@ def test_table_lists_every_vertebra_with_its_grade(
     l1 = graded[0]["L1"]
     assert l1.rhlv is not None
     shown = [float(x) for x in rows[2][3].split("/")]
-    assert shown == pytest.approx([100 * float(l1.rhlv[r] or 0) for r in REGIONS], abs=0.5)
+    assert shown == pytest.approx([100 * float(l1.rhlv[r] or 0) for r in THIRDS], abs=0.5)
     # the summary names the fractured levels and the worst grade
     head = report_html.split('id="overview"')[0]
     assert "L1 2 wedge" in head and "L3 2 crush" in head and "grade 2" in head
@@ -211,7 +208,7 @@ def test_svm_grades_in_the_result_and_the_report(
 ) -> None:
     """A grader's verdicts replace the threshold grades (the threshold grade kept beside them),
     pass the result schema, and the report says which grade came from where."""
-    from vertgrade.grader import GradePrediction, Grader, apply_grader
+    from vertgrade.synthesis.grader import GradePrediction, Grader, apply_grader
 
     result, study = graded
     grader = Grader(None, ("f",), (0, 1, 2, 3), {"cv_macro_f1": 0.7}, "0.0", None)
@@ -255,12 +252,12 @@ def test_drawn_heights_are_the_thirds_and_the_reference(
         assert frame is not None and fig.background == "ct" and fig.loss_map
         measured = {ln.region: ln for ln in fig.lines if ln.kind == "measured"}
         reference = {ln.region: ln for ln in fig.lines if ln.kind == "reference"}
-        assert set(measured) == set(reference) == set(REGIONS)
+        assert set(measured) == set(reference) == set(THIRDS)
         drawn = {
             (tuple(np.round(line.get_xdata(), 6)), tuple(np.round(line.get_ydata(), 6)))
             for line in fig.figure.axes[0].lines
         }
-        for r in REGIONS:
+        for r in THIRDS:
             m, ref = measured[r], reference[r]
             # what was returned was drawn
             for ln in (m, ref):
@@ -462,6 +459,63 @@ def test_pdf_without_chromium_is_a_clear_error(
     assert not any(p.name.startswith(("report", ".report")) for p in tmp_path.iterdir())
 
 
+# --- one source for the colours, the schema check and the overview --------------------------
+
+
+def test_page_colours_are_the_style_table(report_html: str) -> None:
+    root = report_html.split(":root {", 1)[1].split("}", 1)[0]
+    for grade, colour in GRADE_COLOURS.items():
+        name = "gna" if grade is None else f"g{grade}"
+        assert f"--{name}: {colour};" in root
+        assert "#{:02x}{:02x}{:02x}".format(*grade_rgb(grade)) == colour
+
+
+def test_one_validator_reports_as_jsonschema_does(
+    graded: tuple[SpineResult, Study], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = graded[0].to_dict()
+    broken = json.loads(json.dumps(document))
+    broken["vertebrae"][1]["grade"] = "two"
+    broken["vertebrae"][2]["status"] = 7
+    del broken["summary"]
+    with pytest.raises(jsonschema.ValidationError) as theirs:
+        jsonschema.validate(broken, load_schema())
+    validate_result(document)
+    # once built, the validator is reused: the schema is not read or checked again
+    cls = jsonschema.validators.validator_for(load_schema())
+    monkeypatch.setattr(cls, "check_schema", _no_rebuild)
+    monkeypatch.setattr(resources, "files", _no_rebuild)
+    validate_result(document)
+    with pytest.raises(jsonschema.ValidationError) as ours:
+        validate_result(broken)
+    assert ours.value.message == theirs.value.message
+    assert list(ours.value.absolute_path) == list(theirs.value.absolute_path)
+
+
+def _no_rebuild(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the result schema's validator was built again")
+
+
+def test_schema_ships_in_its_folder() -> None:
+    package = resources.files("vertgrade.report")
+    schema_file = package.joinpath("schema/result.schema.json")
+    assert json.loads(schema_file.read_text("utf-8")) == load_schema()
+    assert not package.joinpath("result.schema.json").is_file()
+    assert "alignment" in load_schema()["properties"]
+
+
+def test_dicom_overview_is_the_report_overview(
+    graded: tuple[SpineResult, Study], report_html: str
+) -> None:
+    from vertgrade.report.dicom import overview_image
+
+    result, study = graded
+    rgb = overview_image(result, study.ct)
+    shown = _png(_parse(report_html).imgs[0]["src"])  # the report's first image: the overview
+    assert rgb.dtype == np.uint8 and rgb.shape == (*shown.shape[:2], 3)
+    np.testing.assert_array_equal(rgb, np.rint(shown[..., :3] * 255).astype(np.uint8))
+
+
 # --- in a browser ---------------------------------------------------------------------------
 
 
@@ -498,6 +552,6 @@ def test_report_renders_in_chromium(result_dir: Path, tmp_path: Path) -> None:
     assert len(colours) > 50
     # the grade colours of the phantom (grade 0 green, grade 2 orange) are on screen
     for grade in (0, 2):
-        target = np.array([int(GRADE_COLOURS[grade][i : i + 2], 16) for i in (1, 3, 5)]) / 255
+        target = np.array(grade_rgb(grade)) / 255
         close = np.abs(rgb - target).max(axis=-1) < 0.06
         assert close.sum() > 200, grade

@@ -19,8 +19,6 @@ pytest.importorskip("safetensors")
 from vertgrade.errors import InputError, ModelFileError, OutputError  # noqa: E402
 from vertgrade.pipeline import grade_study  # noqa: E402
 from vertgrade.reference.base import ReferenceEstimator  # noqa: E402
-from vertgrade.reference.neighbours import NeighbourReference  # noqa: E402
-from vertgrade.reference.synthesis import SynthesisReference  # noqa: E402
 from vertgrade.synthesis.config import SynthesisConfig, config_from_dict, named_config  # noqa: E402
 from vertgrade.synthesis.crops import StraightenedSpine  # noqa: E402
 from vertgrade.synthesis.data import (  # noqa: E402
@@ -47,6 +45,7 @@ from vertgrade.synthesis.modelfile import (  # noqa: E402
     save_generator,
 )
 from vertgrade.synthesis.phantoms import phantom_subject  # noqa: E402
+from vertgrade.synthesis.reference import SynthesisReference  # noqa: E402
 from vertgrade.synthesis.train import batch_tensors, train_synthesis  # noqa: E402
 
 #: the test model: the tiny configuration, trained a little more briskly
@@ -84,12 +83,24 @@ def fractured():
     ]
 
 
+class _Recording(SynthesisReference):
+    """The synthesis reference, keeping what grade_study handed it (for the tests to reuse)."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.calls: list = []
+
+    def estimate(self, vertebrae, context=None):  # type: ignore[no-untyped-def]
+        self.calls.append((list(vertebrae), context))
+        return super().estimate(vertebrae, context)
+
+
 @pytest.fixture(scope="module")
 def graded(synthesiser, fractured):
     """Each held-out subject graded with the synthesis reference: (subject, reference, result)."""
     out = []
     for subj in fractured:
-        ref = SynthesisReference(synthesiser, subj.study)
+        ref = _Recording(synthesiser)
         out.append((subj, ref, grade_study(subj.study, reference=ref)))
     return out
 
@@ -268,12 +279,14 @@ def test_synthesis_restores_fractured_heights(synthesiser, graded) -> None:
 @pytest.mark.parametrize("orientation", ["RAS", "PIR"])
 def test_synthesised_vertebra_maps_back_onto_the_original(synthesiser, orientation) -> None:
     subj = phantom_subject(2, seed=7, orientation=orientation, fractures=["L1:wedge:0.3"])
-    ref = SynthesisReference(synthesiser, subj.study)
+    ref = _Recording(synthesiser)
     res = grade_study(subj.study, reference=ref)
+    (measured, context), = ref.calls  # one call, on the final measurement
+    syntheses = synthesiser.synthesise(ref.straighten(measured, context))
     grid = subj.study.grid
     orig_bodies = res.grid.to_input_grid(res.bodies)
     for label in (19, 20):
-        syn = ref.syntheses[label].body_volume(grid.shape, grid.affine)
+        syn = syntheses[label].body_volume(grid.shape, grid.affine)
         assert (syn >= 0.5).sum() > 100
         idx = np.argwhere(syn >= 0.5).astype(float)
         c_syn = idx.mean(0) @ grid.affine[:3, :3].T + grid.affine[:3, 3]
@@ -292,9 +305,13 @@ def test_synthesis_reference_contract(synthesiser, graded) -> None:
         else:
             assert v.status == "graded" and v.loss_map is not None
             assert v.reference_sources == (synthesiser.name,)
+    # called once, with the final measurement and its context; a second call gives the same
+    (measured, context), = ref.calls
+    refs = ref.estimate(measured, context)
+    for v in res.vertebrae:
+        r = refs[v.label]
+        assert r.heights == v.reference_mm and r.sources == v.reference_sources
     # the reference map lies on the vertebra's own footprint grid, NaN outside the footprint
-    measured = ref._last
-    refs = ref.estimate(measured)
     for mv in measured:
         r = refs[mv.label]
         if r.height_map_mm is not None:
@@ -303,22 +320,27 @@ def test_synthesis_reference_contract(synthesiser, graded) -> None:
             assert np.all(np.isnan(r.height_map_mm[~fp])) and np.all(
                 np.isfinite(r.height_map_mm[fp])
             )
-    # with a fallback the end vertebrae get their neighbours' reference
-    ref.fallback = NeighbourReference()
-    try:
-        with_fb = ref.estimate(measured)
-    finally:
-        ref.fallback = None
+    # with a fallback the end vertebrae get the context's neighbour reference
+    with_fb = SynthesisReference(synthesiser, fallback=True).estimate(measured, context)
     for lab in ends:
         assert with_fb[lab].heights is not None and "neighbours" in with_fb[lab].sources
+        assert with_fb[lab].heights == context.neighbour_references[lab].heights
+    # outside grade_study (no context): a clear error, not a silent guess
+    with pytest.raises(ValueError, match="context"):
+        SynthesisReference(synthesiser).estimate(measured)
     # labels alone: a clear error
     labels_only = replace(subj.study, ct=None)
     with pytest.raises(InputError, match="needs a CT"):
-        grade_study(labels_only, reference=SynthesisReference(synthesiser, labels_only))
+        grade_study(labels_only, reference=SynthesisReference(synthesiser))
 
 
 def test_feature_file_and_grader_on_a_graded_study(tmp_path, synthesiser, graded) -> None:
-    from vertgrade.grader import FEATURES_FILE, feature_names, fit_grader, write_synthesis_features
+    from vertgrade.synthesis.grader import (
+        FEATURES_FILE,
+        feature_names,
+        fit_grader,
+        write_synthesis_features,
+    )
 
     subj, ref, res = graded[1]
     path = write_synthesis_features(res, ref, tmp_path)
@@ -340,7 +362,7 @@ def test_feature_file_and_grader_on_a_graded_study(tmp_path, synthesiser, graded
     centre = np.array([0.02, 0.22, 0.32, 0.5])[y]
     x = centre[:, None] + rng.normal(0, 0.03, (y.size, len(names)))
     grader = fit_grader(x, y, [f"s{i % 8}" for i in range(y.size)], names)
-    preds = grader.grade(res, ref)
+    preds = grader.grade(res)
     assert set(preds) == {v.label for v in res.vertebrae if v.status == "graded"}
     p = preds[frac.label]
     assert p.grade >= 1 and 0 <= p.probability <= 1
@@ -355,8 +377,8 @@ def test_grade_command_with_the_svm_grader(tmp_path, trained, fractured) -> None
     from typer.testing import CliRunner
 
     from vertgrade.cli import app
-    from vertgrade.grader import feature_names, fit_grader, save_grader
-    from vertgrade.io.phantom_files import write_phantom
+    from vertgrade.phantom import write_phantom
+    from vertgrade.synthesis.grader import feature_names, fit_grader, save_grader
 
     subj = fractured[0]
     write_phantom(subj.phantom, tmp_path / "ph")
@@ -426,7 +448,7 @@ def test_training_is_deterministic_and_resumes(tmp_path, train_spines) -> None:
 
 
 def test_samples_folder_round_trip(tmp_path) -> None:
-    from vertgrade.io.phantom_files import write_phantom
+    from vertgrade.phantom import write_phantom
 
     studies = []
     for i in range(2):
@@ -545,7 +567,7 @@ def test_samples_from_a_real_ct(tmp_path, data_dir, expert_grades) -> None:
     for lab in (17, 20, 22):
         assert spine.vertebrae[lab].grade == expert_grades[("sub-verse012", lab)]
     assert spine.vertebrae[20].height_mm < spine.vertebrae[21].height_mm  # L1 is crushed
-    from vertgrade.io.study import load_study
+    from vertgrade.io.load import load_study
 
     study = load_study(data_dir / "verse012")
     core = grade_study(study)

@@ -7,18 +7,13 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
+from vertgrade._version import __version__
+from vertgrade.config import GradingConfig
 from vertgrade.errors import InputError, ModelFileError, OutputError, VertgradeError
-from vertgrade.io.study import load_study
-from vertgrade.pipeline import GradingConfig, ProgressEvent, grade_study
+from vertgrade.io.load import load_study
+from vertgrade.pipeline import ProgressEvent, grade_study
 from vertgrade.result import SpineResult, VertebraResult
-from vertgrade.volume import Study, Volume
-
-try:
-    __version__ = metadata.version("vertgrade")
-except metadata.PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+unknown"
+from vertgrade.study import Study, Volume
 
 __all__ = [
     "GradingConfig",

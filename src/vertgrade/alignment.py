@@ -83,19 +83,15 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from vertgrade.levels import anatomical_order, label_id, level_name, region_of
 
-if TYPE_CHECKING:
-    from vertgrade.result import SpineResult
-
 __all__ = [
     "ALIGNMENT_COLUMNS",
-    "ALIGNMENT_SCHEMA",
     "Alignment",
     "AlignmentConfig",
     "CoronalCurve",
@@ -106,7 +102,6 @@ __all__ = [
     "coronal_apex",
     "endplate_angles",
     "lumbar_lordosis_span",
-    "measure_alignment",
     "thoracic_kyphosis_span",
 ]
 
@@ -126,7 +121,8 @@ _DISC_APEX_OFFSET = 0.25
 
 @dataclass(frozen=True)
 class AlignmentConfig:
-    """Parameters of :func:`measure_alignment`.
+    """Parameters of :func:`alignment_from_endplates` (and
+    :func:`vertgrade.pipeline.measure_alignment`).
 
     Attributes
     ----------
@@ -338,7 +334,8 @@ class Alignment:
         raise KeyError(level)
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``alignment`` object of ``result.json`` (schema :data:`ALIGNMENT_SCHEMA`);
+        """The ``alignment`` object of ``result.json`` (its schema is the ``alignment`` entry of
+        ``result.schema.json``);
         angles rounded to 0.01 degree, missing values ``null``."""
 
         def sag(a: SagittalAngle) -> dict[str, Any]:
@@ -602,58 +599,6 @@ def coronal_apex(centres_mm: ArrayLike, convex: Convexity) -> tuple[int, int, fl
 # ---------------------------------------------------------------------------------------------
 
 
-def measure_alignment(result: SpineResult, config: AlignmentConfig | None = None) -> Alignment:
-    """Measure the alignment of a graded study from its endplate planes.
-
-    Parameters
-    ----------
-    result : SpineResult
-        From :func:`vertgrade.grade_study`; each vertebra's ``endplates``, ``flags`` and
-        ``centroid_mm`` are used.
-    config : AlignmentConfig, optional
-
-    Returns
-    -------
-    Alignment
-    """
-    cfg = config or AlignmentConfig()
-    labels: list[int] = []
-    sup: list[NDArray[np.float64] | None] = []
-    inf: list[NDArray[np.float64] | None] = []
-    cents: list[NDArray[np.float64]] = []
-    excluded: dict[int, str] = {}
-    for v in result.vertebrae:
-        labels.append(v.label)
-        cents.append(np.asarray(v.centroid_mm, dtype=float))
-        flags = set(v.flags)
-        if v.endplates is None:
-            sup.append(None)
-            inf.append(None)
-            if "no_body" in flags:
-                excluded[v.label] = "no vertebral body could be isolated"
-            else:
-                excluded[v.label] = "its endplate planes could not be fitted"
-            continue
-        sup.append(np.asarray(v.endplates[0].normal, dtype=float))
-        inf.append(np.asarray(v.endplates[1].normal, dtype=float))
-        if "cut_by_fov" in flags:
-            excluded[v.label] = (
-                "its body is cut by the edge of the field of view: the cut face would pass for "
-                "an endplate"
-            )
-        elif "implausible_size" in flags:
-            excluded[v.label] = "its body size is implausible for its level (check the label)"
-    return alignment_from_endplates(
-        labels,
-        superior=sup,
-        inferior=inf,
-        centroids_mm=cents,
-        excluded=excluded,
-        subject=result.subject,
-        config=cfg,
-    )
-
-
 def alignment_from_endplates(
     labels: Sequence[int],
     *,
@@ -664,7 +609,8 @@ def alignment_from_endplates(
     subject: str = "study",
     config: AlignmentConfig | None = None,
 ) -> Alignment:
-    """Alignment from endplate normals: the computation behind :func:`measure_alignment`.
+    """Alignment from endplate normals: the computation behind
+    :func:`vertgrade.pipeline.measure_alignment`.
 
     Parameters
     ----------
@@ -1030,156 +976,3 @@ def _lordosis(
         standard,
         reason,
     )
-
-
-_ANGLE: dict[str, Any] = {"type": ["number", "null"]}
-_TEXT: dict[str, Any] = {"type": ["string", "null"]}
-_SAGITTAL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": [
-        "angle_deg",
-        "upper",
-        "upper_endplate",
-        "lower",
-        "lower_endplate",
-        "standard",
-        "reason",
-    ],
-    "properties": {
-        "angle_deg": _ANGLE,
-        "upper": _TEXT,
-        "upper_endplate": {"enum": ["superior", "inferior", None]},
-        "lower": _TEXT,
-        "lower_endplate": {"enum": ["superior", "inferior", None]},
-        "standard": {"type": "boolean"},
-        "reason": _TEXT,
-    },
-}
-_PLANE_ANGLES: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["coronal_deg", "sagittal_deg"],
-    "properties": {"coronal_deg": _ANGLE, "sagittal_deg": _ANGLE},
-}
-#: JSON schema of the ``alignment`` object that :meth:`Alignment.to_dict` returns, for
-#: ``result.schema.json``.
-ALIGNMENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["parameters", "coronal", "sagittal", "vertebrae", "segments", "notes"],
-    "properties": {
-        "parameters": {
-            "type": "object",
-            "required": ["min_cobb_deg", "max_wedge_deg"],
-            "properties": {
-                "min_cobb_deg": {"type": "number"},
-                "max_wedge_deg": {"type": "number"},
-            },
-        },
-        "coronal": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["curves", "largest_angle_deg", "reason"],
-            "properties": {
-                "curves": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": [
-                            "upper_end",
-                            "lower_end",
-                            "apex",
-                            "convex",
-                            "cobb_deg",
-                            "upper_endplate_deg",
-                            "lower_endplate_deg",
-                            "apex_deviation_mm",
-                            "complete",
-                            "note",
-                        ],
-                        "properties": {
-                            "upper_end": {"type": "string"},
-                            "lower_end": {"type": "string"},
-                            "apex": {"type": "string"},
-                            "convex": {"enum": ["left", "right"]},
-                            "cobb_deg": {"type": "number", "minimum": 0},
-                            "upper_endplate_deg": {"type": "number"},
-                            "lower_endplate_deg": {"type": "number"},
-                            "apex_deviation_mm": {"type": "number"},
-                            "complete": {"type": "boolean"},
-                            "note": _TEXT,
-                        },
-                    },
-                },
-                "largest_angle_deg": _ANGLE,
-                "reason": _TEXT,
-            },
-        },
-        "sagittal": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["thoracic_kyphosis", "lumbar_lordosis"],
-            "properties": {
-                "thoracic_kyphosis": _SAGITTAL_SCHEMA,
-                "lumbar_lordosis": _SAGITTAL_SCHEMA,
-            },
-        },
-        "vertebrae": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": [
-                    "label",
-                    "level",
-                    "usable",
-                    "reason",
-                    "superior",
-                    "inferior",
-                    "wedge_coronal_deg",
-                    "wedge_sagittal_deg",
-                    "regional_kyphosis_deg",
-                ],
-                "properties": {
-                    "label": {"type": "integer"},
-                    "level": {"type": "string"},
-                    "usable": {"type": "boolean"},
-                    "reason": _TEXT,
-                    "superior": _PLANE_ANGLES,
-                    "inferior": _PLANE_ANGLES,
-                    "wedge_coronal_deg": _ANGLE,
-                    "wedge_sagittal_deg": _ANGLE,
-                    "regional_kyphosis_deg": _ANGLE,
-                },
-            },
-        },
-        "segments": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": [
-                    "upper",
-                    "lower",
-                    "segmental_coronal_deg",
-                    "segmental_sagittal_deg",
-                    "disc_coronal_deg",
-                    "disc_sagittal_deg",
-                    "reason",
-                ],
-                "properties": {
-                    "upper": {"type": "string"},
-                    "lower": {"type": "string"},
-                    "segmental_coronal_deg": _ANGLE,
-                    "segmental_sagittal_deg": _ANGLE,
-                    "disc_coronal_deg": _ANGLE,
-                    "disc_sagittal_deg": _ANGLE,
-                    "reason": _TEXT,
-                },
-            },
-        },
-        "notes": {"type": "array", "items": {"type": "string"}},
-    },
-}

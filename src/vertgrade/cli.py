@@ -18,6 +18,7 @@ from rich.table import Table
 from vertgrade.errors import VertgradeError
 
 if TYPE_CHECKING:
+    from vertgrade.config import GradingConfig
     from vertgrade.result import SpineResult
 
 T = TypeVar("T")
@@ -59,7 +60,7 @@ def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 def _version(value: bool) -> None:
     if value:
-        from vertgrade import __version__
+        from vertgrade._version import __version__
 
         _out.print(f"vertgrade {__version__}")
         raise typer.Exit()
@@ -203,96 +204,47 @@ def grade(
         bool,
         typer.Option("--pdf", help="Also write report.pdf (implies --report; needs Chromium)."),
     ] = False,
+    params: Annotated[
+        Path | None,
+        typer.Option(
+            "--params",
+            help="Grading parameters file (TOML or JSON; `vertgrade params` prints the "
+            "defaults): thresholds, reference, QC bounds. Recorded in result.json.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
 ) -> None:
     """Grade every vertebra of a spine CT and write result.json, vertebrae.csv, alignment.csv,
     bodies.nii.gz (and report.html with --report, DICOM outputs with --dicom-out)."""
     import warnings
 
-    from vertgrade import grade_study, load_study
-    from vertgrade.report.writers import check_output_dir, write_result
+    from vertgrade.workflow import GradeOptions, StudyInputs, grade_to_folder
 
-    if label_format not in ("auto", "verse", "totalseg-total"):
-        _fail(f"--label-format: {label_format!r} is not one of auto, verse, totalseg-total", 2)
+    options = GradeOptions(
+        config=_grading_config(params),
+        label_format=label_format,  # type: ignore[arg-type]
+        reference=reference,  # type: ignore[arg-type]
+        model=model,
+        grader=grader,
+        device=device,
+        report=report,
+        pdf=pdf,
+        dicom_out=dicom_out,
+        anonymize=anonymize,
+    )
+    try:
+        options.check()
+    except ValueError as err:
+        _fail(str(err), 2)
     if input is None and labels is None:
         _fail("give a CT, a VerSe folder, or --labels", 2)
-    if anonymize and not dicom_out:
-        _fail("--anonymize applies to DICOM outputs: add --dicom-out", 2)
-    if reference not in ("neighbours", "synthesis"):
-        _fail(f"--reference: {reference!r} is not one of neighbours, synthesis", 2)
-    if reference == "synthesis" and model is None:
-        _fail("--reference synthesis needs --model (a generator.safetensors file)", 2)
-    if grader is not None and reference != "synthesis":
-        _fail("--grader works on the synthesis features: add --reference synthesis --model", 2)
-    _run(check_output_dir, output, force=force)
-    if pdf:
-        from vertgrade.report.html import require_browser
-
-        _run(require_browser, target=output / "report.pdf")
-    is_dicom = input is not None and input.exists() and _is_dicom(input)
-    if (series or dicom_out) and not is_dicom:
-        _fail(f"{input}: --series and --dicom-out need a DICOM series as input", 2)
-    series_info = None
+    inputs = StudyInputs(ct=input, labels=labels, bodies=bodies, subject=subject, series_uid=series)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if is_dicom:
-            from vertgrade.io.dicom import load_dicom_study
-
-            study, series_info = _run(
-                load_dicom_study,
-                input,
-                labels,
-                series_uid=series,
-                bodies=bodies,
-                label_format=label_format,
-                subject=subject,
-            )
-        else:
-            study = _run(
-                load_study,
-                input,
-                labels,
-                bodies=bodies,
-                label_format=label_format,
-                subject=subject,
-            )
+        outcome = _run(grade_to_folder, inputs, output, options, force=force)
     for w in caught:
         _err.print(f"warning: {w.message}", markup=False, highlight=False, soft_wrap=True)
-    ref = None
-    if reference == "synthesis":
-        from vertgrade.reference.synthesis import SynthesisReference
-        from vertgrade.synthesis.infer import Synthesiser
-
-        synth = _run(Synthesiser.from_file, model, device=device)
-        ref = _run(SynthesisReference, synth, study)
-    result = _run(grade_study, study, reference=ref)
-    if grader is not None and ref is not None:
-        from vertgrade.grader import apply_grader, load_grader
-
-        svm = _run(load_grader, grader)
-        result = apply_grader(result, _run(svm.grade, result, ref), svm)
-    _run(write_result, result, output, force=force)
-    if ref is not None:
-        from vertgrade.grader import write_synthesis_features
-
-        _run(write_synthesis_features, result, ref, output)
-    if report or pdf:
-        from vertgrade.report.html import render_report, save_report
-
-        _run(save_report, _run(render_report, result, study), output, pdf=pdf, force=True)
-    if dicom_out and series_info is not None:
-        from vertgrade.report.dicom_out import write_dicom_outputs
-
-        _run(
-            write_dicom_outputs,
-            result,
-            series_info,
-            output / "dicom",
-            anonymize=anonymize,
-            ct=study.ct,
-            report_pdf=output / "report.pdf" if pdf else None,
-            force=True,
-        )
+    result = outcome.result
     if not quiet:
         _out.print(_table(result))
         if result.alignment is not None:
@@ -305,12 +257,26 @@ def grade(
         )
 
 
-def _is_dicom(path: Path) -> bool:
+def _grading_config(params: Path | None) -> GradingConfig:
+    """The grading parameters: the defaults, changed by a ``--params`` file."""
+    from vertgrade.config import GradingConfig, config_from_dict, read_params
+
+    if params is None:
+        return GradingConfig()
+    values = _run(read_params, params)
     try:
-        from vertgrade.io.dicom import is_dicom_path
-    except ImportError:  # pragma: no cover - the module imports pydicom lazily
-        return False
-    return is_dicom_path(path)
+        return config_from_dict(values)
+    except ValueError as err:
+        _fail(f"{params}: {err}", 2)
+
+
+@app.command("params")
+def params_command() -> None:
+    """Print the default grading parameters as a TOML file for `grade --params` (each with a
+    comment saying what it does)."""
+    from vertgrade.config import config_to_toml
+
+    print(config_to_toml(), end="")
 
 
 def _parse_spacing(text: str) -> tuple[float, float, float]:
@@ -374,8 +340,7 @@ def phantom(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing folder.")] = False,
 ) -> None:
     """Write a synthetic spine CT with known fractures and curves, and its truth table."""
-    from vertgrade.io.phantom_files import write_phantom
-    from vertgrade.phantom import FractureSpec, ScoliosisSpec, make_phantom
+    from vertgrade.phantom import FractureSpec, ScoliosisSpec, make_phantom, write_phantom
 
     sp = _parse_spacing(spacing)
     try:
@@ -427,9 +392,9 @@ def demo(
 ) -> None:
     """Grade a synthetic spine CT with known fractures and compare with the truth."""
     from vertgrade import grade_study, load_study
-    from vertgrade.io.phantom_files import write_phantom
-    from vertgrade.phantom import FractureSpec, make_phantom
-    from vertgrade.report.writers import check_output_dir, write_result
+    from vertgrade.io.files import check_output_dir
+    from vertgrade.phantom import FractureSpec, make_phantom, write_phantom
+    from vertgrade.report.files import write_result
 
     _run(check_output_dir, output, force=force)
     specs = [
@@ -486,11 +451,12 @@ def evaluate(
 ) -> None:
     """Compare graded results with reference Genant grades: confusion matrix, macro P/R/F1,
     detection of grade >= 1 and >= 2, by region, with 95 % intervals that resample patients."""
-    from vertgrade import evaluate as ev_mod
-    from vertgrade.report.writers import check_output_dir
+    from vertgrade import evaluation as ev_mod
+    from vertgrade.io.files import check_output_dir
+    from vertgrade.io.grades import read_grades
 
     _run(check_output_dir, output, force=force)
-    truth = _run(ev_mod.read_grades, grades)
+    truth = _run(read_grades, grades)
     predictions = _run(ev_mod.collect_predictions, results)
     ev = _run(ev_mod.evaluate, predictions, truth, n_boot=n_boot, seed=seed)
     _run(ev_mod.write_evaluation, ev, output, force=force)
@@ -544,9 +510,37 @@ def cohort(
         bool,
         typer.Option("--force", help="Grade every study again; write into a non-empty folder."),
     ] = False,
+    label_format: Annotated[
+        str, typer.Option("--label-format", help="auto, verse or totalseg-total.")
+    ] = "auto",
+    reference: Annotated[
+        str,
+        typer.Option(
+            "--reference",
+            help="Healthy reference: neighbours (training-free) or synthesis (needs --model).",
+        ),
+    ] = "neighbours",
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Synthesis model file (generator.safetensors)."),
+    ] = None,
+    grader: Annotated[
+        Path | None,
+        typer.Option("--grader", help="SVM grader file (train-grader), as for grade."),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda (synthesis).")] = "cpu",
+    report: Annotated[
+        bool, typer.Option("--report", help="Also write each study's report.html.")
+    ] = False,
+    params: Annotated[
+        Path | None,
+        typer.Option("--params", help="Grading parameters file (TOML or JSON), as for grade."),
+    ] = None,
 ) -> None:
-    """Grade every study of a cohort in parallel on Dask, resumably: one result folder per study,
-    one table of all vertebrae (vertebrae.csv, vertebrae.parquet) and failures.csv."""
+    """Grade every study of a cohort in parallel on Dask, resumably: one result folder per study
+    (each graded as `grade` grades it, with the same options), one table of all vertebrae
+    (vertebrae.csv, vertebrae.parquet) and failures.csv. Bodies masks are taken from the CSV's
+    bodies column or found beside the labels (vertebrae_body)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -556,7 +550,21 @@ def cohort(
     )
 
     from vertgrade.cohort import CohortProgress, discover_studies, run_cohort
+    from vertgrade.workflow import GradeOptions
 
+    options = GradeOptions(
+        config=_grading_config(params),
+        label_format=label_format,  # type: ignore[arg-type]
+        reference=reference,  # type: ignore[arg-type]
+        model=model,
+        grader=grader,
+        device=device,
+        report=report,
+    )
+    try:
+        options.check()
+    except ValueError as err:
+        _fail(str(err), 2)
     specs = _run(discover_studies, input)
     with Progress(
         TextColumn("{task.description}"),
@@ -577,6 +585,7 @@ def cohort(
             output,
             scheduler=scheduler,
             workers=workers,
+            options=options,
             force=force,
             progress=on_progress,
         )
@@ -719,7 +728,7 @@ def train_grader_cmd(
     force: Annotated[bool, typer.Option("--force", help="Overwrite the grader file.")] = False,
 ) -> None:
     """Train the SVM grader on the synthesis RHLV features (never on the generator's subjects)."""
-    from vertgrade.grader import train_grader
+    from vertgrade.synthesis.grader import train_grader
 
     g = _run(train_grader, results, grades, output, force=force)
     s = g.summary

@@ -21,22 +21,32 @@ Examples
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vertgrade.config import CRUSH_POSTERIOR_SHARE, GENANT_THRESHOLDS, GradingConfig
+from vertgrade.geometry.thirds import THIRDS
+from vertgrade.levels import GRADABLE_LABELS, label_id, level_name, order_key
+from vertgrade.morphometry import HeightMap, RegionHeights
+from vertgrade.qc import QCFlag, one_sided, penalised
+from vertgrade.reference.base import Reference
 
 __all__ = [
-    "GENANT_THRESHOLDS",
     "FractureType",
+    "LossMap",
+    "VertebraGrade",
     "fracture_type",
     "genant_grade",
     "grade_probability",
+    "grade_vertebra",
+    "loss_map",
     "rhlv",
+    "type_for_grade",
 ]
-
-#: Lower bounds of grades 1, 2 and 3 on the relative height loss (Genant 1993).
-GENANT_THRESHOLDS: tuple[float, float, float] = (0.20, 0.25, 0.40)
-
-#: A fracture is a crush when the posterior loss is at least this share of the largest loss.
-CRUSH_POSTERIOR_SHARE = 0.8
 
 FractureType = Literal["wedge", "biconcave", "crush"]
 
@@ -53,14 +63,21 @@ def genant_grade(loss: float, thresholds: tuple[float, float, float] = GENANT_TH
     return sum(loss >= t for t in thresholds)
 
 
-def fracture_type(*, anterior: float, middle: float, posterior: float) -> FractureType:
+def fracture_type(
+    *,
+    anterior: float,
+    middle: float,
+    posterior: float,
+    crush_posterior_share: float = CRUSH_POSTERIOR_SHARE,
+) -> FractureType:
     """Morphological type from the regional losses of a fractured vertebra.
 
-    crush: the posterior third lost at least 80 % as much as the worst third (the whole body
-    collapsed); otherwise biconcave when the middle lost more than the anterior third, else wedge.
+    crush: the posterior third lost at least ``crush_posterior_share`` (80 %) as much as the
+    worst third (the whole body collapsed); otherwise biconcave when the middle lost more than
+    the anterior third, else wedge.
     """
     worst = max(anterior, middle, posterior)
-    if posterior >= CRUSH_POSTERIOR_SHARE * worst:
+    if posterior >= crush_posterior_share * worst:
         return "crush"
     if middle > anterior:
         return "biconcave"
@@ -86,3 +103,240 @@ def grade_probability(
     if sigma <= 0:
         return 1.0
     return _phi((hi - loss) / sigma) - _phi((lo - loss) / sigma)
+
+
+@dataclass(frozen=True)
+class LossMap:
+    """Relative height loss over the body's axial footprint (NaN outside).
+
+    ``values`` is ``(A, L)``: axis 0 posterior -> anterior at ``ap_mm``, axis 1 left -> right at
+    ``lr_mm``, in the vertebra's local frame.
+    """
+
+    values: NDArray[np.float64]
+    ap_mm: NDArray[np.float64]
+    lr_mm: NDArray[np.float64]
+
+    def to_dict(self, *, step_mm: float = 2.0) -> dict[str, Any]:
+        """Downsampled to ``step_mm`` for the JSON file; NaN written as null."""
+        k = max(1, round(step_mm / float(self.ap_mm[1] - self.ap_mm[0])))
+        v = self.values[::k, ::k]
+        return {
+            "ap_mm": [round(float(x), 2) for x in self.ap_mm[::k]],
+            "lr_mm": [round(float(x), 2) for x in self.lr_mm[::k]],
+            "values": [
+                [None if not np.isfinite(x) else round(float(x), 4) for x in row] for row in v
+            ],
+        }
+
+
+def loss_map(
+    measured_mm: NDArray[np.float64], reference_mm: NDArray[np.float64], height_map: HeightMap
+) -> LossMap:
+    """``1 - measured / reference`` at every column of the footprint, clipped to [-1, 1]; NaN
+    outside the footprint or where the reference is not positive.
+
+    >>> hm = HeightMap(np.arange(2.0), np.arange(2.0), np.full((2, 2), 10.0), np.zeros((2, 2)),
+    ...                np.array([[True, True], [True, False]]))
+    >>> loss_map(np.full((2, 2), 15.0), np.full((2, 2), 20.0), hm).values.tolist()
+    [[0.25, 0.25], [0.25, nan]]
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lm = 1.0 - measured_mm / reference_mm
+    lm = np.where(height_map.footprint, np.clip(lm, -1.0, 1.0), np.nan)
+    return LossMap(lm, height_map.ap_mm, height_map.lr_mm)
+
+
+@dataclass(frozen=True)
+class VertebraGrade:
+    """The grading of one vertebra: what :func:`grade_vertebra` decides.
+
+    Attributes
+    ----------
+    status : {"graded", "not_gradable"}
+        A vertebra that cannot be graded is never grade 0; ``reason`` says why.
+    grade : int or None
+        Genant grade 0-3 of the largest regional RHLV.
+    fracture_type : {"wedge", "biconcave", "crush"} or None
+        For grades >= 1.
+    confidence : float or None
+        Probability of the same grade under the reference and measurement uncertainty, times
+        the QC flags' confidence factors.
+    rhlv : dict or None
+        RHLV of the body and of each third (None where a height is missing).
+    loss_map : LossMap or None
+        The per-column height loss.
+    flags : tuple of str
+        The QC flags given, with those grading adds (``level_not_graded``, ``no_reference``,
+        ``one_sided_reference``), each once, in the order raised.
+    """
+
+    status: Literal["graded", "not_gradable"]
+    reason: str | None
+    grade: int | None
+    fracture_type: FractureType | None
+    confidence: float | None
+    rhlv: dict[str, float | None] | None
+    loss_map: LossMap | None
+    flags: tuple[str, ...] = field(default=())
+
+
+def _not_gradable_reason(label: int, has_heights: bool, flags: list[str]) -> str | None:
+    if label not in GRADABLE_LABELS:
+        flags.append(QCFlag.LEVEL_NOT_GRADED.value)
+        return f"{level_name(label)} is not graded (vertgrade grades T1-L6)"
+    if QCFlag.NO_BODY in flags:
+        return "no vertebral body could be isolated from the label"
+    if QCFlag.CUT_BY_FOV in flags:
+        return "the vertebral body is cut by the edge of the field of view"
+    if not has_heights:
+        return "heights could not be measured"
+    if QCFlag.IMPLAUSIBLE_SIZE in flags:
+        return "body size implausible for its level: check the label"
+    return None
+
+
+def _one_sided(label: int, ref: Reference) -> bool:
+    """True when every level the reference came from lies on one side of ``label``."""
+    try:
+        pos = [order_key(label_id(s)) for s in ref.sources]
+    except ValueError:  # a reference from a model, not from levels
+        return False
+    return one_sided(order_key(label), pos)
+
+
+def grade_vertebra(
+    label: int,
+    heights: RegionHeights | None,
+    reference: Reference | None,
+    *,
+    flags: tuple[str, ...] = (),
+    height_map: HeightMap | None = None,
+    measured_map_mm: NDArray[np.float64] | None = None,
+    config: GradingConfig | None = None,
+) -> VertebraGrade:
+    """Grade one vertebra from its measured and reference heights.
+
+    Parameters
+    ----------
+    label : int
+        VerSe label (levels outside T1-L6 are measured, not graded).
+    heights : RegionHeights or None
+        Measured heights (mm) of the body and its thirds.
+    reference : Reference or None
+        Its expected healthy heights.
+    flags : tuple of str
+        QC flags raised so far (:class:`vertgrade.qc.QCFlag` names); those that block grading
+        make the vertebra not gradable, the others lower the confidence.
+    height_map, measured_map_mm : optional
+        The measured footprint grid and per-column heights (mm), for the loss map.
+    config : GradingConfig, optional
+        Thresholds, measurement uncertainty, crush share.
+
+    Returns
+    -------
+    VertebraGrade
+
+    Examples
+    --------
+    >>> h = RegionHeights(body=22.0, anterior=17.0, middle=22.0, posterior=25.0)
+    >>> ref = Reference(RegionHeights(25.0, 25.0, 25.0, 25.0), None, ("T12", "L2"), 0.03)
+    >>> g = grade_vertebra(20, h, ref)
+    >>> g.status, g.grade, g.fracture_type, round(g.rhlv["anterior"], 2)
+    ('graded', 2, 'wedge', 0.32)
+    >>> grade_vertebra(20, h, ref, flags=("cut_by_fov",)).reason
+    'the vertebral body is cut by the edge of the field of view'
+    """
+    cfg = config or GradingConfig()
+    out_flags = list(flags)
+    reason = _not_gradable_reason(label, heights is not None, out_flags)
+    if reference is None or reference.heights is None:
+        if reason is None:
+            out_flags.append(QCFlag.NO_REFERENCE.value)
+            why = reference.reason if reference and reference.reason else "none"
+            reason = "no usable reference: " + why
+    elif (
+        len(reference.sources)
+        and QCFlag.ONE_SIDED_REFERENCE not in out_flags
+        and _one_sided(label, reference)
+    ):
+        out_flags.append(QCFlag.ONE_SIDED_REFERENCE.value)
+
+    ref_h = reference.heights if reference is not None else None
+    losses: dict[str, float | None] | None = None
+    lmap = None
+    if heights is not None and ref_h is not None:
+        losses = {r: rhlv(heights.get(r), ref_h.get(r)) for r in ("body", *THIRDS)}
+        if (
+            height_map is not None
+            and reference is not None
+            and reference.height_map_mm is not None
+            and measured_map_mm is not None
+        ):
+            lmap = loss_map(measured_map_mm, reference.height_map_mm, height_map)
+
+    grade = ftype = conf = None
+    status: Literal["graded", "not_gradable"] = "not_gradable"
+    if reason is None and losses is not None:
+        regional = {r: losses[r] for r in THIRDS}
+        if (
+            reference is not None
+            and heights is not None
+            and all(x is not None for x in regional.values())
+        ):
+            l_ant, l_mid, l_post = (float(regional[r] or 0.0) for r in THIRDS)
+            worst = max(l_ant, l_mid, l_post)
+            grade = genant_grade(worst, cfg.thresholds)
+            if grade >= 1:
+                ftype = fracture_type(
+                    anterior=l_ant,
+                    middle=l_mid,
+                    posterior=l_post,
+                    crush_posterior_share=cfg.crush_posterior_share,
+                )
+            hr = max(1e-6, min(float(heights.get(r) or 0) for r in THIRDS))
+            sigma = (1.0 - worst) * float(
+                np.hypot(reference.uncertainty, cfg.measurement_uncertainty_mm / hr)
+            )
+            conf = penalised(grade_probability(worst, sigma, cfg.thresholds), out_flags)
+            status = "graded"
+        else:
+            reason = "regional heights incomplete"
+    return VertebraGrade(
+        status=status,
+        reason=reason,
+        grade=grade,
+        fracture_type=ftype,
+        confidence=conf,
+        rhlv=losses,
+        loss_map=lmap,
+        flags=tuple(dict.fromkeys(out_flags)),
+    )
+
+
+def type_for_grade(
+    grade: int,
+    threshold_type: FractureType | None,
+    losses: Mapping[str, float | None] | None,
+    *,
+    crush_posterior_share: float = CRUSH_POSTERIOR_SHARE,
+) -> FractureType | None:
+    """The type that goes with a grade decided otherwise (a trained classifier): none for grade
+    0; the thresholds' type where they found one; else formed from the regional losses whatever
+    their size.
+
+    >>> type_for_grade(1, None, {"anterior": 0.18, "middle": 0.1, "posterior": 0.02})
+    'wedge'
+    >>> type_for_grade(0, "crush", None) is None
+    True
+    """
+    if grade == 0:
+        return None
+    if threshold_type is not None or losses is None:
+        return threshold_type
+    a, m, q = (losses.get(r) for r in THIRDS)
+    if a is None or m is None or q is None:
+        return None
+    return fracture_type(
+        anterior=a, middle=m, posterior=q, crush_posterior_share=crush_posterior_share
+    )

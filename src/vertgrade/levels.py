@@ -22,7 +22,9 @@ from typing import Literal
 __all__ = [
     "GRADABLE_LABELS",
     "NORMATIVE_HEIGHTS_MM",
+    "SPINAL_REGIONS",
     "VERSE_LABELS",
+    "VERTEBRA_SCT_CODES",
     "NormativeShape",
     "anatomical_order",
     "label_id",
@@ -31,6 +33,7 @@ __all__ = [
     "order_key",
     "parse_level_range",
     "region_of",
+    "spinal_region_of",
     "totalseg_total_to_verse",
 ]
 
@@ -50,6 +53,37 @@ _NAME_TO_LABEL = {name: label for label, name in VERSE_LABELS.items()}
 #: fractures are a thoracolumbar disease and Genant's method is defined for T4-L4 (Genant et al.,
 #: J Bone Miner Res 1993); T1-T3 and L5 are graded too, with their level-typical shape.
 GRADABLE_LABELS: frozenset[int] = frozenset([*range(8, 26), 28])
+
+#: SNOMED CT codes of the vertebrae (DICOM CID 7602 "Vertebral Anatomic Structure"), by VerSe
+#: label: ``(code value, code meaning)``. S1 (label 26, the sacrum in VerSe) is coded as the
+#: sacrum (54735007). T13 and L6 have no code there.
+VERTEBRA_SCT_CODES: dict[int, tuple[str, str]] = {
+    1: ("14806007", "C1 vertebra"),
+    2: ("39976000", "C2 vertebra"),
+    3: ("113205007", "C3 vertebra"),
+    4: ("5329002", "C4 vertebra"),
+    5: ("36978003", "C5 vertebra"),
+    6: ("36054005", "C6 vertebra"),
+    7: ("87391001", "C7 vertebra"),
+    8: ("64864005", "T1 vertebra"),
+    9: ("53733008", "T2 vertebra"),
+    10: ("1626008", "T3 vertebra"),
+    11: ("73071006", "T4 vertebra"),
+    12: ("56401006", "T5 vertebra"),
+    13: ("45296009", "T6 vertebra"),
+    14: ("62487009", "T7 vertebra"),
+    15: ("11068009", "T8 vertebra"),
+    16: ("82687006", "T9 vertebra"),
+    17: ("7610001", "T10 vertebra"),
+    18: ("12989004", "T11 vertebra"),
+    19: ("23215003", "T12 vertebra"),
+    20: ("66794005", "L1 vertebra"),
+    21: ("14293000", "L2 vertebra"),
+    22: ("36470004", "L3 vertebra"),
+    23: ("11994002", "L4 vertebra"),
+    24: ("49668003", "L5 vertebra"),
+    26: ("54735007", "Sacrum"),
+}
 
 # Order along the spine, cranial to caudal. T13 sits between T12 (19) and L1 (20).
 _ORDER: dict[int, float] = {label: float(label) for label in VERSE_LABELS}
@@ -86,9 +120,49 @@ def anatomical_order(labels: list[int] | tuple[int, ...] | set[int]) -> list[int
 
 
 def region_of(label: int) -> Literal["cervical", "thoracic", "lumbar", "sacral"]:
-    """Spinal region of a label."""
+    """Anatomical region of a label, by the letter of its level name: C, T, L or S.
+
+    Every label has one (T13 is thoracic, L6 lumbar). This is the plain anatomical division;
+    the evaluation's scopes are :data:`SPINAL_REGIONS` (:func:`spinal_region_of`), which split
+    the thoracolumbar junction T11-L2 off the thoracic and lumbar spine and leave the cervical
+    spine and the sacrum out.
+
+    >>> region_of(18), region_of(20), region_of(28)
+    ('thoracic', 'lumbar', 'thoracic')
+    """
     name = level_name(label)
     return {"C": "cervical", "T": "thoracic", "L": "lumbar", "S": "sacral"}[name[0]]  # type: ignore[return-value]
+
+
+#: The spinal regions of the evaluation's breakdown (``vertgrade evaluate``; see
+#: ``docs/evaluation.md``), as inclusive level ranges. The split is the clinical one of the
+#: spine-fracture literature: the thoracolumbar junction T11-L2, where the stiff, rib-bound
+#: thoracic spine meets the mobile lumbar spine, is where osteoporotic and traumatic compression
+#: fractures cluster, and is reported apart from the thoracic (T1-T10) and the lumbar (L3-L5)
+#: spine. T13 falls in the thoracolumbar region and L6 in the lumbar one by their position along
+#: the spine (:func:`order_key`). Unlike :func:`region_of`, cervical vertebrae and the sacrum
+#: are in none of them (they are not graded, :data:`GRADABLE_LABELS`).
+SPINAL_REGIONS: dict[str, tuple[str, str]] = {
+    "thoracic": ("T1", "T10"),
+    "thoracolumbar": ("T11", "L2"),
+    "lumbar": ("L3", "L6"),
+}
+
+
+def spinal_region_of(label: int) -> str | None:
+    """The region of :data:`SPINAL_REGIONS` a label falls in (by position along the spine).
+
+    Not :func:`region_of`: this is the evaluation's thoracic / thoracolumbar / lumbar split,
+    with the junction T11-L2 on its own; ``None`` for a cervical vertebra or the sacrum.
+
+    >>> [spinal_region_of(label_id(n)) for n in ("T10", "T11", "T13", "L2", "L3", "L6", "S1")]
+    ['thoracic', 'thoracolumbar', 'thoracolumbar', 'thoracolumbar', 'lumbar', 'lumbar', None]
+    """
+    pos = order_key(label)
+    for name, (first, last) in SPINAL_REGIONS.items():
+        if order_key(label_id(first)) <= pos <= order_key(label_id(last)):
+            return name
+    return None
 
 
 def parse_level_range(text: str) -> list[int]:

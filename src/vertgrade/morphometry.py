@@ -21,27 +21,28 @@ vertebra to vertebra, averages out in it; the CT keeps each endplate's local sha
 depressions a segmentation smooths over) and its sub-voxel position.
 
 Regional heights are robust means (outliers beyond 3.5 scaled MADs dropped) of all the columns
-in each third of the footprint (:mod:`vertgrade.regions`): robust to a few bad columns, and
+in each third of the footprint (:mod:`vertgrade.geometry.thirds`): robust to a few bad columns, and
 unlike a single slice, they use the whole footprint.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from vertgrade.config import MorphometryParams
 from vertgrade.geometry.frames import LocalFrame
 from vertgrade.geometry.sampling import LocalGrid, sample, voxels_to_local
-from vertgrade.regions import REGIONS, FootprintRegions, RegionParams, footprint_regions
+from vertgrade.geometry.thirds import THIRDS, FootprintThirds, footprint_thirds
 
 __all__ = [
     "BodyMeasurement",
     "EndplatePlane",
     "HeightMap",
-    "MorphometryParams",
     "RegionHeights",
     "calibrate_ct",
     "endplate_axis",
@@ -51,30 +52,6 @@ __all__ = [
     "region_heights",
     "robust_mean",
 ]
-
-
-@dataclass(frozen=True)
-class MorphometryParams:
-    """Sampling and CT-refinement settings (mm, HU)."""
-
-    step_ap_lr_mm: float = 1.0
-    step_si_mm: float = 0.5
-    #: Gaussian smoothing of the binary mask before it is interpolated, in mm (at most one voxel
-    #: per axis): turns the voxel staircase of a surface oblique to the grid into a sub-voxel
-    #: surface, without shrinking the body along coarse axes.
-    mask_smoothing_mm: float = 1.0
-    #: CT edge search window: this far into the mask and this far out of it, mm. Endplate
-    #: depressions that segmentations smooth over are a few mm deep.
-    ct_search_in_mm: float = 5.0
-    ct_search_out_mm: float = 2.5
-    #: Minimum steepness of a cortical edge at 1 mm voxels, HU/mm; flatter profiles are not
-    #: trusted. Divided by the voxel size along the spine where that is above 1 mm (thick
-    #: slices spread the same edge over more millimetres).
-    ct_min_gradient_hu_per_mm: float = 80.0
-    #: Columns shorter than this fraction of the body's median column height are left out of
-    #: the regions (edge slivers); a collapsed column of a severe fracture keeps more than this.
-    min_column_fraction: float = 0.25
-    regions: RegionParams = field(default_factory=RegionParams)
 
 
 @dataclass(frozen=True)
@@ -91,7 +68,7 @@ class RegionHeights:
         return value
 
     def as_dict(self) -> dict[str, float | None]:
-        return {k: self.get(k) for k in ("body", *REGIONS)}
+        return {k: self.get(k) for k in ("body", *THIRDS)}
 
 
 @dataclass(frozen=True)
@@ -303,11 +280,11 @@ def robust_mean(values: NDArray[np.float64], *, k: float = 3.5) -> float:
 
 
 def region_heights(
-    heights: NDArray[np.float64], regions: FootprintRegions, *, min_columns: int = 3
+    heights: NDArray[np.float64], regions: FootprintThirds, *, min_columns: int = 3
 ) -> RegionHeights:
     """Robust mean height (:func:`robust_mean`) of each region's columns; NaN columns ignored."""
     out: dict[str, float | None] = {}
-    for name in ("body", *REGIONS):
+    for name in ("body", *THIRDS):
         vals = heights[regions.mask(name)]
         vals = vals[np.isfinite(vals)]
         out[name] = robust_mean(vals) if vals.size >= min_columns else None
@@ -325,7 +302,7 @@ class BodyMeasurement:
     """
 
     height_map: HeightMap
-    regions: FootprintRegions
+    regions: FootprintThirds
     heights_mask: RegionHeights
     heights_ct: RegionHeights | None
     height_map_ct_mm: NDArray[np.float64] | None
@@ -370,7 +347,7 @@ def measure_body(
     *,
     ct: NDArray[np.generic] | None = None,
     ct_offset: tuple[int, int, int] | None = None,
-    params: MorphometryParams = MorphometryParams(),
+    params: MorphometryParams | None = None,
 ) -> BodyMeasurement:
     """Height map and regional heights of one isolated body.
 
@@ -388,9 +365,11 @@ def measure_body(
         A crop of the CT in HU, larger than the body's crop so that the discs around it are in.
     ct_offset : (3,) int, optional
         The CT crop's first voxel in the full grid (default: ``offset``).
-    params : MorphometryParams
+    params : MorphometryParams, optional
+        Sampling and CT-refinement settings (default: the defaults).
     """
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    params = params or MorphometryParams()
+    spacing = voxel_sizes(affine)
     ijk = np.argwhere(body).astype(np.float64) + np.array(offset)
     local = voxels_to_local(ijk, affine, frame)
     pad = np.array([params.ct_search_in_mm + 2.0, 2.0, 2.0]) + spacing.max()
@@ -408,7 +387,7 @@ def measure_body(
     # Columns that only clip the body's rounded edge, or its side where the frame is tilted by a
     # degree or two, are a few mm tall; they would stretch the extent that the thirds divide.
     tall = fp & (np.nan_to_num(heights) >= params.min_column_fraction * _median(heights[fp]))
-    regions = footprint_regions(tall, step_mm=step, params=params.regions)
+    regions = footprint_thirds(tall, step_mm=step, params=params.regions)
     h_mask = region_heights(heights, regions)
     valid = 0.0
     raw_edges: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None

@@ -14,94 +14,51 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, cast
+from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from vertgrade.alignment import measure_alignment
+from vertgrade.alignment import Alignment, AlignmentConfig, alignment_from_endplates
+from vertgrade.config import GradingConfig
 from vertgrade.geometry.frames import LocalFrame, fit_spine_curve
+from vertgrade.geometry.thirds import THIRDS
 from vertgrade.geometry.vertebra import (
     BodyIsolation,
     VertebraVoxels,
-    find_objects,
     isolate_body,
     locate_vertebrae,
     spine_frames,
 )
-from vertgrade.grading import (
-    GENANT_THRESHOLDS,
-    fracture_type,
-    genant_grade,
-    grade_probability,
-    rhlv,
-)
-from vertgrade.levels import (
-    GRADABLE_LABELS,
-    anatomical_order,
-    label_id,
-    level_name,
-    normative_shape,
-    order_key,
-)
+from vertgrade.grading import grade_vertebra, rhlv
+from vertgrade.levels import anatomical_order, level_name, normative_shape
 from vertgrade.morphometry import (
     BodyMeasurement,
-    MorphometryParams,
     RegionHeights,
     calibrate_ct,
     endplate_axis,
     endplate_planes,
     measure_body,
 )
-from vertgrade.reference.base import MeasuredVertebra, Reference, ReferenceEstimator
+from vertgrade.qc import QCFlag, has_fragments, heights_disagree, implausible_sizes, touches_edge
+from vertgrade.reference.base import (
+    MeasuredVertebra,
+    Reference,
+    ReferenceContext,
+    ReferenceEstimator,
+)
 from vertgrade.reference.neighbours import NeighbourReference
-from vertgrade.regions import REGIONS
-from vertgrade.result import LossMap, SpineResult, VertebraResult
-from vertgrade.volume import Study
+from vertgrade.result import SpineResult, VertebraResult
+from vertgrade.study import Study, find_objects
 
-__all__ = ["GradingConfig", "ProgressEvent", "grade_study"]
+__all__ = ["ProgressEvent", "grade_study", "measure_alignment"]
 
-
-@dataclass(frozen=True)
-class GradingConfig:
-    """All parameters of a grading run; recorded in every result's provenance.
-
-    Attributes
-    ----------
-    morphometry : MorphometryParams
-        Sampling steps, CT edge search, region definition.
-    neighbours : NeighbourReference
-        Parameters of the default, training-free reference.
-    thresholds : (3,) float
-        Lower RHLV bounds of Genant grades 1, 2, 3 (Genant 1993: 0.20, 0.25, 0.40).
-    prefer_ct : bool
-        Grade on CT-refined heights where a CT is given and its edges were found.
-    hu_core_erosion_mm : float
-        Trabecular core = body voxels at least this far from the body's surface (cortex and
-        endplates are ~1 mm thick; 5 mm keeps clear of them and of partial volume).
-    disagreement_mm, disagreement_fraction : float
-        Mask and CT heights disagree when a regional height differs by more than both.
-    measurement_uncertainty_mm : float
-        Standard uncertainty of one regional height, for the confidence.
-    refine_frames : bool
-        Second pass: each sound body measured again perpendicular to its own endplates, each
-        deformed one along the axis interpolated from its sound neighbours.
-    """
-
-    morphometry: MorphometryParams = field(default_factory=MorphometryParams)
-    neighbours: NeighbourReference = field(default_factory=NeighbourReference)
-    thresholds: tuple[float, float, float] = GENANT_THRESHOLDS
-    prefer_ct: bool = True
-    hu_core_erosion_mm: float = 5.0
-    disagreement_mm: float = 2.0
-    disagreement_fraction: float = 0.10
-    measurement_uncertainty_mm: float = 0.5
-    refine_frames: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+#: The centreline written into the result is sampled every this many mm, and reaches this far
+#: beyond the first and last vertebra (for drawing; it does not enter any measurement).
+CENTRELINE_STEP_MM = 2.0
+CENTRELINE_MARGIN_MM = 20.0
 
 
 @dataclass(frozen=True)
@@ -111,16 +68,6 @@ class ProgressEvent:
     stage: str
     done: int
     total: int
-
-
-_FLAG_PENALTY = {
-    "label_fragments": 0.8,
-    "canal_not_found": 0.85,
-    "mask_ct_disagree": 0.7,
-    "implausible_size": 0.6,
-    "ct_edges_sparse": 0.9,
-    "posterior_elements_cut": 0.95,
-}
 
 
 def grade_study(
@@ -137,8 +84,12 @@ def grade_study(
     study : Study
         From :func:`vertgrade.load_study`.
     config : GradingConfig, optional
+        Every parameter (default: the defaults); recorded in the provenance.
     reference : ReferenceEstimator, optional
-        Healthy-reference estimator; default ``config.neighbours``.
+        Healthy-reference estimator (default: the neighbour reference with
+        ``config.neighbours``). Called once, on the final measurement, with a
+        :class:`~vertgrade.reference.base.ReferenceContext`. The frames do not depend on it:
+        which vertebrae anchor the second-pass frames is decided by the neighbour screen.
     progress : callable, optional
         Called with a :class:`ProgressEvent` after each vertebra of each stage.
 
@@ -147,7 +98,8 @@ def grade_study(
     SpineResult
     """
     cfg = config or GradingConfig()
-    estimator: ReferenceEstimator = reference if reference is not None else cfg.neighbours
+    screen = NeighbourReference(cfg.neighbours)
+    estimator: ReferenceEstimator = reference if reference is not None else screen
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -159,7 +111,14 @@ def grade_study(
     affine = study.labels.affine
     objects = find_objects(labels)
     wanted = anatomical_order([i + 1 for i, sl in enumerate(objects) if sl is not None])
-    vox = locate_vertebrae(labels, affine, wanted, objects=objects)
+    vox = locate_vertebrae(
+        labels,
+        affine,
+        wanted,
+        objects=objects,
+        margin_mm=cfg.label_margin_mm,
+        fragment_fraction=cfg.fragment_fraction,
+    )
     order = anatomical_order(list(vox))
 
     # --- geometry: two passes, whole-vertebra centres, then body centres -------------------
@@ -179,51 +138,54 @@ def grade_study(
         tick("geometry", len(order) + i + 1, 2 * len(order))
     timings["geometry"] = time.perf_counter() - t0
 
-    # --- measurement, reference ----------------------------------------------------------------
+    # --- measurement ---------------------------------------------------------------------------
     t1 = time.perf_counter()
     meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
     hu = _hu_all(order, vox, iso, study, cfg)
     timings["measure"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     flags, primary, measured = _assess(order, vox, iso, meas, frames, study, cfg)
-    refs = estimator.estimate(measured)
     # The frames so far follow a curve through body centres. Each sound body's own axis is the
     # bisector of its endplates' normals; a fractured body's endplates are deformed, so its axis
     # is interpolated between the sound bodies above and below (or taken from the curve refitted
-    # without it). Measure again in these frames.
+    # without it). Which bodies are sound is the neighbour screen's call. Measure again in these
+    # frames.
     if cfg.refine_frames:
-        deformed = _deformed(measured, refs, cfg.neighbours.healthy_loss)
-        frames = _refined_frames(order, iso, meas, frames, deformed)
+        deformed = _deformed(measured, screen.estimate(measured), cfg.neighbours.healthy_loss)
+        frames = _refined_frames(order, iso, meas, frames, deformed, cfg.max_axis_deviation_deg)
         t3 = time.perf_counter()
         meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
         timings["measure"] += time.perf_counter() - t3
         flags, primary, measured = _assess(order, vox, iso, meas, frames, study, cfg)
-        refs = estimator.estimate(measured)
 
-    results = []
-    for mv in measured:
-        k = mv.label
-        results.append(
-            _grade_one(
-                k,
-                mv,
-                refs.get(k),
-                meas.get(k),
-                primary[k][1],
-                flags[k],
-                hu.get(k),
-                iso[k].centroid_mm,
-                frames.get(k),
-                getattr(estimator, "name", "custom"),
-                cfg,
-            )
-        )
-    timings["grade"] = time.perf_counter() - t2
-
+    # --- reference and grading -------------------------------------------------------------------
     bodies = np.zeros(labels.shape, np.uint8 if max(order, default=0) < 256 else np.uint16)
     for k in order:
         sub = bodies[vox[k].slices]
         sub[iso[k].body] = k
+    screened = screen.estimate(measured)
+    if estimator is screen:
+        refs = screened
+    else:
+        refs = estimator.estimate(measured, ReferenceContext(study, bodies, screened))
+    method = getattr(estimator, "name", "custom")
+    results = [
+        _vertebra_result(
+            mv,
+            refs.get(mv.label),
+            meas.get(mv.label),
+            primary[mv.label][1],
+            flags[mv.label],
+            hu.get(mv.label),
+            iso[mv.label].centroid_mm,
+            frames.get(mv.label),
+            method,
+            cfg,
+        )
+        for mv in measured
+    ]
+    timings["grade"] = time.perf_counter() - t2
+
     provenance = {
         "inputs": {
             role: {"path": str(path), "sha256": study.checksums.get(role)}
@@ -236,7 +198,11 @@ def grade_study(
     centreline = np.zeros((0, 3))
     if len(order) >= 2:
         curve = fit_spine_curve(np.stack([frames[k].origin for k in order]))
-        centreline = curve.point(np.arange(-20.0, curve.length_mm + 20.0, 2.0))
+        centreline = curve.point(
+            np.arange(
+                -CENTRELINE_MARGIN_MM, curve.length_mm + CENTRELINE_MARGIN_MM, CENTRELINE_STEP_MM
+            )
+        )
     result = SpineResult(
         subject=study.subject,
         centreline_mm=centreline,
@@ -268,7 +234,7 @@ def _measure_all(
     spacing = study.labels.spacing
     ct = study.ct.array if study.ct is not None else None
     meas: dict[int, BodyMeasurement] = {}
-    ct_margin = np.ceil(12.0 / spacing).astype(int)
+    ct_margin = np.ceil(cfg.ct_margin_mm / spacing).astype(int)
     for i, k in enumerate(order):
         v, body = vox[k], iso[k].body
         if not body.any():
@@ -304,9 +270,7 @@ def _hu_all(
         return dict.fromkeys(order)
     ct = study.ct.array
     return {
-        k: _trabecular_hu(
-            iso[k].body, ct[vox[k].slices], study.labels.spacing, cfg.hu_core_erosion_mm
-        )
+        k: _trabecular_hu(iso[k].body, ct[vox[k].slices], study.labels.spacing, cfg)
         if iso[k].body.any()
         else None
         for k in order
@@ -332,39 +296,63 @@ def _assess(
     for k in order:
         f = flags[k]
         v = vox[k]
-        if v.n_fragments > 1 or v.dropped_fraction > 0.01:
-            f.append("label_fragments")
+        if has_fragments(
+            v.n_fragments, v.dropped_fraction, max_dropped_fraction=cfg.max_dropped_fraction
+        ):
+            f.append(QCFlag.LABEL_FRAGMENTS.value)
         if k not in meas:
-            f.append("no_body")
+            f.append(QCFlag.NO_BODY.value)
             primary[k] = (None, None)
             continue
-        body_touch = _body_touches_edge(iso[k].body, v.offset, shape)
-        if body_touch:
-            f.append("cut_by_fov")
+        idx = np.argwhere(iso[k].body)
+        lo = idx.min(axis=0) + np.array(v.offset)
+        hi = idx.max(axis=0) + np.array(v.offset)
+        if touches_edge(lo.tolist(), hi.tolist(), shape):
+            f.append(QCFlag.CUT_BY_FOV.value)
         elif v.touches_edge:
-            f.append("posterior_elements_cut")
+            f.append(QCFlag.POSTERIOR_ELEMENTS_CUT.value)
         fpi = iso[k].footprint
         if not given and not fpi.canal_found and fpi.kept_fraction < 0.9:
             # posterior elements were cut away by shape alone (a label of the body alone, with
             # nothing to cut, is not flagged)
-            f.append("canal_not_found")
+            f.append(QCFlag.CANAL_NOT_FOUND.value)
         m = meas[k]
         chosen, source = m.heights_mask, "mask"
         if m.heights_ct is not None:
-            if cfg.prefer_ct and m.ct_valid_fraction >= 0.5 and _complete(m.heights_ct):
+            enough = m.ct_valid_fraction >= cfg.min_ct_valid_fraction
+            if cfg.prefer_ct and enough and _complete(m.heights_ct):
                 chosen, source = m.heights_ct, "ct"
-            elif m.ct_valid_fraction < 0.5:
-                f.append("ct_edges_sparse")
-            if _disagree(m.heights_mask, m.heights_ct, cfg):
-                f.append("mask_ct_disagree")
+            elif not enough:
+                f.append(QCFlag.CT_EDGES_SPARSE.value)
+            if heights_disagree(
+                m.heights_mask.as_dict(),
+                m.heights_ct.as_dict(),
+                mm=cfg.disagreement_mm,
+                fraction=cfg.disagreement_fraction,
+                regions=THIRDS,
+            ):
+                f.append(QCFlag.MASK_CT_DISAGREE.value)
         primary[k] = (chosen if _complete(chosen) else None, source)
-    _flag_implausible(order, primary, flags)
+    ratios = {
+        k: float(h.posterior) / normative_shape(k).posterior_mm  # type: ignore[arg-type]
+        for k in order
+        if (h := primary[k][0]) is not None and QCFlag.CUT_BY_FOV not in flags[k]
+    }
+    for k in sorted(
+        implausible_sizes(
+            ratios, relative_bounds=cfg.implausible_relative, scale_bounds=cfg.implausible_scale
+        ),
+        key=order.index,
+    ):
+        flags[k].append(QCFlag.IMPLAUSIBLE_SIZE.value)
 
     measured = []
     for k in order:
         h, _ = primary[k]
         usable = (
-            h is not None and "cut_by_fov" not in flags[k] and "implausible_size" not in flags[k]
+            h is not None
+            and QCFlag.CUT_BY_FOV not in flags[k]
+            and QCFlag.IMPLAUSIBLE_SIZE not in flags[k]
         )
         mk = meas.get(k)
         hmap_mm = None
@@ -391,6 +379,7 @@ def _refined_frames(
     meas: dict[int, BodyMeasurement],
     frames: dict[int, LocalFrame],
     deformed: set[int],
+    max_deviation_deg: float,
 ) -> dict[int, LocalFrame]:
     """Second-pass frames.
 
@@ -415,7 +404,7 @@ def _refined_frames(
         if k not in deformed and k in meas:
             ax = endplate_axis(meas[k], frames[k])
             # a bisector far from the spine's direction is a measurement problem, not anatomy
-            if ax is not None and float(ax @ si) > np.cos(np.radians(15.0)):
+            if ax is not None and float(ax @ si) > np.cos(np.radians(max_deviation_deg)):
                 si = ax
         out[k] = LocalFrame.from_axes(curve_frames[k].origin, si=si)
     return out
@@ -433,7 +422,7 @@ def _deformed(
             continue
         if ref is None or ref.heights is None:
             continue
-        losses = [rhlv(mv.heights.get(r), ref.heights.get(r)) for r in REGIONS]
+        losses = [rhlv(mv.heights.get(r), ref.heights.get(r)) for r in THIRDS]
         if any(x is not None and x >= healthy_loss for x in losses):
             out.add(mv.label)
     return out
@@ -453,67 +442,25 @@ def _versions() -> dict[str, str]:
 
 
 def _complete(h: RegionHeights | None) -> bool:
-    return h is not None and all(h.get(r) is not None for r in ("body", *REGIONS))
-
-
-def _disagree(a: RegionHeights, b: RegionHeights, cfg: GradingConfig) -> bool:
-    for r in REGIONS:
-        x, y = a.get(r), b.get(r)
-        if x is None or y is None:
-            continue
-        d = abs(x - y)
-        if d > cfg.disagreement_mm and d > cfg.disagreement_fraction * max(x, y):
-            return True
-    return False
-
-
-def _body_touches_edge(
-    body: NDArray[np.bool_], offset: tuple[int, int, int], shape: tuple[int, ...]
-) -> bool:
-    idx = np.argwhere(body)
-    lo = idx.min(axis=0) + np.array(offset)
-    hi = idx.max(axis=0) + np.array(offset)
-    return bool(np.any(lo == 0) or np.any(hi == np.array(shape) - 1))
-
-
-def _flag_implausible(
-    order: list[int],
-    primary: dict[int, tuple[RegionHeights | None, str | None]],
-    flags: dict[int, list[str]],
-) -> None:
-    """Flag bodies whose size is far from their level's, scaled to this spine."""
-    ratios = {}
-    for k in order:
-        h, _ = primary[k]
-        if h is None or "cut_by_fov" in flags[k]:
-            continue
-        ratios[k] = float(h.posterior) / normative_shape(k).posterior_mm  # type: ignore[arg-type]
-    if not ratios:
-        return
-    scale = float(np.median(list(ratios.values())))
-    for k, r in ratios.items():
-        rel = r / scale
-        # the posterior wall survives most fractures; beyond these bounds it is a label problem
-        if rel < 0.45 or rel > 1.6 or not (0.35 < scale < 2.5):
-            flags[k].append("implausible_size")
+    return h is not None and all(h.get(r) is not None for r in ("body", *THIRDS))
 
 
 def _trabecular_hu(
     body: NDArray[np.bool_],
     ct: NDArray[np.generic],
     spacing: NDArray[np.float64],
-    erosion_mm: float,
+    cfg: GradingConfig,
 ) -> float | None:
     dist = ndimage.distance_transform_edt(np.pad(body, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
-    for depth in (erosion_mm, 0.6 * erosion_mm):
+    erosion = cfg.hu_core_erosion_mm
+    for depth in (erosion, cfg.hu_core_fallback_fraction * erosion):
         core = dist > depth
-        if core.sum() >= 20:
+        if core.sum() >= cfg.hu_core_min_voxels:
             return float(np.median(ct[core]))
     return None
 
 
-def _grade_one(
-    k: int,
+def _vertebra_result(
     mv: MeasuredVertebra,
     ref: Reference | None,
     m: BodyMeasurement | None,
@@ -525,104 +472,58 @@ def _grade_one(
     method: str,
     cfg: GradingConfig,
 ) -> VertebraResult:
-    level = level_name(k)
+    """Grade one vertebra (:func:`vertgrade.grading.grade_vertebra`) and gather its result."""
     h = mv.heights
-    reason: str | None = None
-    if k not in GRADABLE_LABELS:
-        flags.append("level_not_graded")
-        reason = f"{level} is not graded (vertgrade grades T1-L6)"
-    elif "no_body" in flags:
-        reason = "no vertebral body could be isolated from the label"
-    elif "cut_by_fov" in flags:
-        reason = "the vertebral body is cut by the edge of the field of view"
-    elif h is None:
-        reason = "heights could not be measured"
-    elif "implausible_size" in flags:
-        reason = "body size implausible for its level: check the label"
-    if ref is None or ref.heights is None:
-        if reason is None:
-            flags.append("no_reference")
-            reason = "no usable reference: " + (ref.reason if ref and ref.reason else "none")
-    elif len(ref.sources) and "one_sided_reference" not in flags and _one_sided(k, ref):
-        flags.append("one_sided_reference")
-
+    g = grade_vertebra(
+        mv.label,
+        h,
+        ref,
+        flags=tuple(flags),
+        height_map=m.height_map if m is not None else None,
+        measured_map_mm=mv.heights_map_mm,
+        config=cfg,
+    )
     ratios: dict[str, float | None] = {"anterior_posterior": None, "middle_posterior": None}
     if h is not None and h.posterior:
         ratios = {
             "anterior_posterior": (h.anterior / h.posterior) if h.anterior else None,
             "middle_posterior": (h.middle / h.posterior) if h.middle else None,
         }
-    ref_h = ref.heights if ref is not None else None
-    losses: dict[str, float | None] | None = None
-    loss_map = None
-    if h is not None and ref_h is not None:
-        losses = {r: rhlv(h.get(r), ref_h.get(r)) for r in ("body", *REGIONS)}
-        if (
-            m is not None
-            and ref is not None
-            and ref.height_map_mm is not None
-            and mv.heights_map_mm is not None
-        ):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                lm = 1.0 - mv.heights_map_mm / ref.height_map_mm
-            lm = np.where(m.height_map.footprint, np.clip(lm, -1.0, 1.0), np.nan)
-            loss_map = LossMap(lm, m.height_map.ap_mm, m.height_map.lr_mm)
-
     planes = thirds = None
     if m is not None and frame is not None:
         src = source if source in ("ct", "mask") else "mask"
         planes = endplate_planes(m, frame, source=src)
         thirds = _thirds_geometry(m, frame, src)
-
-    grade = ftype = conf = None
-    status = "not_gradable"
-    if reason is None and losses is not None:
-        regional = {r: losses[r] for r in REGIONS}
-        if ref is not None and h is not None and all(x is not None for x in regional.values()):
-            l_ant, l_mid, l_post = (float(regional[r] or 0.0) for r in REGIONS)
-            worst = max(l_ant, l_mid, l_post)
-            grade = genant_grade(worst, cfg.thresholds)
-            if grade >= 1:
-                ftype = fracture_type(anterior=l_ant, middle=l_mid, posterior=l_post)
-            hr = max(1e-6, min(float(h.get(r) or 0) for r in REGIONS))
-            sigma = (1.0 - worst) * float(
-                np.hypot(ref.uncertainty, cfg.measurement_uncertainty_mm / hr)
-            )
-            conf = grade_probability(worst, sigma, cfg.thresholds)
-            for f in flags:
-                conf *= _FLAG_PENALTY.get(f, 1.0)
-            status = "graded"
-        else:
-            reason = "regional heights incomplete"
     return VertebraResult(
-        label=k,
-        level=level,
-        status=status,  # type: ignore[arg-type]
-        reason=reason,
-        grade=grade,
-        fracture_type=ftype,
-        confidence=conf,
-        rhlv=losses,
+        label=mv.label,
+        level=level_name(mv.label),
+        status=g.status,
+        reason=g.reason,
+        grade=g.grade,
+        fracture_type=g.fracture_type,
+        confidence=g.confidence,
+        rhlv=g.rhlv,
         heights_mm=h,
         heights_source=source if h is not None else None,  # type: ignore[arg-type]
         heights_mask_mm=m.heights_mask if m else None,
         heights_ct_mm=m.heights_ct if m else None,
-        reference_mm=ref_h,
+        reference_mm=ref.heights if ref is not None else None,
         reference_method=method,
         reference_sources=ref.sources if ref else (),
         reference_uncertainty=ref.uncertainty if ref and ref.heights is not None else None,
         ratios=ratios,
-        flags=tuple(dict.fromkeys(flags)),
+        flags=g.flags,
         hu_trabecular=hu,
         volume_ml=m.volume_ml if m else None,
         width_mm=m.width_mm if m else None,
         depth_mm=m.depth_mm if m else None,
         centroid_mm=tuple(float(x) for x in centroid),  # type: ignore[arg-type]
         frame=frame,
-        loss_map=loss_map,
+        loss_map=g.loss_map,
         endplates=planes,
         thirds=thirds,
-        threshold_grade=grade,
+        threshold_grade=g.grade,
+        reference_parts=dict(ref.parts) if ref is not None else {},
     )
 
 
@@ -633,7 +534,7 @@ def _thirds_geometry(
     top, bottom = m.endplates(source)
     hm = m.height_map
     out = {}
-    for r in REGIONS:
+    for r in THIRDS:
         mask = m.regions.mask(r) & np.isfinite(top) & np.isfinite(bottom)
         if not mask.any():
             return None
@@ -648,11 +549,53 @@ def _thirds_geometry(
     return out
 
 
-def _one_sided(k: int, ref: Reference) -> bool:
-    """True when every level the reference came from lies on one side of ``k``."""
-    try:
-        pos = [order_key(label_id(s)) for s in ref.sources]
-    except ValueError:  # a reference from a model, not from levels
-        return False
-    p = order_key(k)
-    return all(x < p for x in pos) or all(x > p for x in pos)
+def measure_alignment(result: SpineResult, config: AlignmentConfig | None = None) -> Alignment:
+    """Measure the alignment of a graded study from its endplate planes.
+
+    Parameters
+    ----------
+    result : SpineResult
+        From :func:`grade_study` (which runs this as its last stage); each vertebra's
+        ``endplates``, ``flags`` and ``centroid_mm`` are used.
+    config : AlignmentConfig, optional
+
+    Returns
+    -------
+    Alignment
+    """
+    cfg = config or AlignmentConfig()
+    labels: list[int] = []
+    sup: list[NDArray[np.float64] | None] = []
+    inf: list[NDArray[np.float64] | None] = []
+    cents: list[NDArray[np.float64]] = []
+    excluded: dict[int, str] = {}
+    for v in result.vertebrae:
+        labels.append(v.label)
+        cents.append(np.asarray(v.centroid_mm, dtype=float))
+        flags = set(v.flags)
+        if v.endplates is None:
+            sup.append(None)
+            inf.append(None)
+            if QCFlag.NO_BODY in flags:
+                excluded[v.label] = "no vertebral body could be isolated"
+            else:
+                excluded[v.label] = "its endplate planes could not be fitted"
+            continue
+        sup.append(np.asarray(v.endplates[0].normal, dtype=float))
+        inf.append(np.asarray(v.endplates[1].normal, dtype=float))
+        if QCFlag.CUT_BY_FOV in flags:
+            excluded[v.label] = (
+                "its body is cut by the edge of the field of view: the cut face would pass for "
+                "an endplate"
+            )
+        elif QCFlag.IMPLAUSIBLE_SIZE in flags:
+            excluded[v.label] = "its body size is implausible for its level (check the label)"
+    return alignment_from_endplates(
+        labels,
+        superior=sup,
+        inferior=inf,
+        centroids_mm=cents,
+        excluded=excluded,
+        subject=result.subject,
+        config=cfg,
+    )

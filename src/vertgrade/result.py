@@ -1,7 +1,7 @@
 """Results: one :class:`VertebraResult` per vertebra, gathered in a :class:`SpineResult`.
 
 ``SpineResult.to_dict()`` is the content of ``result.json`` (schema
-``vertgrade/report/result.schema.json``, version :data:`SCHEMA_VERSION`);
+``vertgrade/report/schema/result.schema.json``, version :data:`SCHEMA_VERSION`);
 ``SpineResult.to_records()`` gives one flat row per vertebra (``vertebrae.csv``), so that
 ``pandas.DataFrame(result.to_records())`` works unchanged.
 """
@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -16,8 +17,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vertgrade.geometry.frames import LocalFrame
+from vertgrade.grading import LossMap
 from vertgrade.morphometry import EndplatePlane, RegionHeights
-from vertgrade.volume import GridInfo
+from vertgrade.qc import flag_texts
+from vertgrade.study import GridInfo
 
 if TYPE_CHECKING:
     from vertgrade.alignment import Alignment
@@ -26,54 +29,16 @@ __all__ = [
     "CSV_COLUMNS",
     "QC_FLAGS",
     "SCHEMA_VERSION",
-    "LossMap",
     "SpineResult",
     "VertebraResult",
 ]
 
 SCHEMA_VERSION = "1.2"
 
-#: Every QC flag vertgrade can raise, with what it means.
-QC_FLAGS: dict[str, str] = {
-    "cut_by_fov": "the vertebral body touches the edge of the image: heights would be truncated",
-    "posterior_elements_cut": "posterior elements touch the edge of the image (body whole)",
-    "label_fragments": "the label has several pieces; pieces far from the main one dropped",
-    "implausible_size": "body size far from what its level and this spine make plausible",
-    "no_reference": "no healthy vertebra near enough to serve as reference",
-    "one_sided_reference": "reference from healthy vertebrae on one side only",
-    "mask_ct_disagree": "mask-based and CT-refined heights differ by more than 2 mm and 10 %",
-    "ct_edges_sparse": "CT endplate edges found in under half the columns: mask heights used",
-    "canal_not_found": "no spinal canal in the label: body cut by shape alone",
-    "no_body": "no vertebral body could be isolated",
-    "level_not_graded": "level outside T1-L6 (cervical or sacral): measured, not graded",
-}
+#: Every QC flag vertgrade can raise, with what it means (from :class:`vertgrade.qc.QCFlag`).
+QC_FLAGS: dict[str, str] = flag_texts()
 
 _REGION_KEYS = ("body", "anterior", "middle", "posterior")
-
-
-@dataclass(frozen=True)
-class LossMap:
-    """Relative height loss over the body's axial footprint (NaN outside).
-
-    ``values`` is ``(A, L)``: axis 0 posterior -> anterior at ``ap_mm``, axis 1 left -> right at
-    ``lr_mm``, in the vertebra's local frame.
-    """
-
-    values: NDArray[np.float64]
-    ap_mm: NDArray[np.float64]
-    lr_mm: NDArray[np.float64]
-
-    def to_dict(self, *, step_mm: float = 2.0) -> dict[str, Any]:
-        """Downsampled to ``step_mm`` for the JSON file; NaN written as null."""
-        k = max(1, round(step_mm / float(self.ap_mm[1] - self.ap_mm[0])))
-        v = self.values[::k, ::k]
-        return {
-            "ap_mm": [round(float(x), 2) for x in self.ap_mm[::k]],
-            "lr_mm": [round(float(x), 2) for x in self.lr_mm[::k]],
-            "values": [
-                [None if not np.isfinite(x) else round(float(x), 4) for x in row] for row in v
-            ],
-        }
 
 
 @dataclass(frozen=True)
@@ -89,7 +54,8 @@ class VertebraResult:
     ``grade_method`` says where ``grade`` came from: ``"thresholds"`` (Genant's 20/25/40 % on the
     largest regional RHLV; ``confidence`` is the probability of the same grade under the
     reference and measurement uncertainty) or a trained classifier (``"svm"``, see
-    :mod:`vertgrade.grader`; ``confidence`` is then the classifier's probability of its grade,
+    :mod:`vertgrade.synthesis.grader`; ``confidence`` is then the classifier's probability of its
+    grade,
     ``grade_probabilities`` its probability of every grade). ``threshold_grade`` is always the
     thresholds' grade, so the two can be compared.
     """
@@ -124,6 +90,9 @@ class VertebraResult:
     grade_method: str = "thresholds"
     threshold_grade: int | None = None
     grade_probabilities: dict[int, float] | None = None
+    #: reference heights of each part a learned reference combined (one per synthesis pass):
+    #: the features a trained grader reads; not written to result.json
+    reference_parts: Mapping[str, RegionHeights] = field(default_factory=dict)
 
     @property
     def grade_probability(self) -> float | None:

@@ -13,25 +13,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from nibabel.affines import voxel_sizes
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from vertgrade.config import FRAGMENT_FRACTION, LABEL_MARGIN_MM
 from vertgrade.geometry.body import BodyFootprint, body_footprint
 from vertgrade.geometry.frames import LocalFrame, fit_spine_curve
 from vertgrade.geometry.sampling import LocalGrid, sample, voxels_to_local
 from vertgrade.levels import anatomical_order
+from vertgrade.study import find_objects
 
 __all__ = [
     "BodyIsolation",
     "VertebraVoxels",
-    "find_objects",
     "isolate_body",
     "locate_vertebrae",
     "spine_frames",
 ]
-
-_MARGIN_MM = 6.0
-_FRAGMENT_FRACTION = 0.05  # a separate piece holding >= 5 % of the largest is a fragment
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class VertebraVoxels:
 
     ``mask`` is the label's largest piece with the pieces next to it (within the crop margin);
     pieces far from it are dropped (``dropped_fraction``); ``n_fragments`` counts pieces holding
-    at least 5 % of the largest;
+    at least ``fragment_fraction`` (5 %) of the largest;
     ``offset`` is the crop's first voxel in the full grid; ``touches_edge`` lists the volume
     faces the label touches, as ``(axis, side)`` pairs on the canonical grid.
     """
@@ -59,46 +58,25 @@ class VertebraVoxels:
         return tuple(slice(o, o + n) for o, n in zip(self.offset, self.mask.shape, strict=True))  # type: ignore[return-value]
 
 
-def find_objects(labels: NDArray[np.integer]) -> list[tuple[slice, slice, slice] | None]:
-    """``scipy.ndimage.find_objects`` in the array's memory order.
-
-    Reoriented volumes are views with swapped or reversed axes; scanning them in index order
-    jumps through memory and is ten times slower than scanning the same memory in order.
-
-    >>> a = np.zeros((4, 5, 6), np.uint8); a[1:3, 2, 3:5] = 2
-    >>> find_objects(np.asfortranarray(a)[::-1]) == ndimage.find_objects(a[::-1])
-    True
-    """
-    order = np.argsort([-abs(st) for st in labels.strides], kind="stable")
-    view = labels.transpose(order)
-    flips = [view.strides[i] < 0 for i in range(labels.ndim)]
-    view = view[tuple(slice(None, None, -1) if f else slice(None) for f in flips)]
-    out: list[tuple[slice, slice, slice] | None] = []
-    for obj in ndimage.find_objects(view):
-        if obj is None:
-            out.append(None)
-            continue
-        back: list[slice] = [slice(0)] * labels.ndim
-        for vi, ax in enumerate(order):
-            sl, n = obj[vi], labels.shape[ax]
-            back[ax] = slice(n - sl.stop, n - sl.start) if flips[vi] else sl
-        out.append(tuple(back))  # type: ignore[arg-type]
-    return out
-
-
 def locate_vertebrae(
     labels: NDArray[np.integer],
     affine: NDArray[np.float64],
     wanted: list[int],
     *,
     objects: list[tuple[slice, slice, slice] | None] | None = None,
+    margin_mm: float = LABEL_MARGIN_MM,
+    fragment_fraction: float = FRAGMENT_FRACTION,
 ) -> dict[int, VertebraVoxels]:
     """Crop each wanted label, drop small stray pieces, compute its centroid (world mm).
 
-    ``objects`` are the labels' bounding boxes from :func:`find_objects`, if already known.
+    ``objects`` are the labels' bounding boxes from :func:`vertgrade.study.find_objects`, if
+    already known. Each crop reaches ``margin_mm`` beyond the label's box; pieces of the label
+    within that margin of its largest piece are kept, farther ones dropped; a piece holding at
+    least ``fragment_fraction`` of the largest counts as a fragment (defaults:
+    :class:`vertgrade.config.GradingConfig`'s ``label_margin_mm`` and ``fragment_fraction``).
     """
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    margin = np.ceil(_MARGIN_MM / spacing).astype(int)
+    spacing = voxel_sizes(affine)
+    margin = np.ceil(margin_mm / spacing).astype(int)
     if objects is None:
         objects = find_objects(labels)
     shape = np.array(labels.shape)
@@ -121,7 +99,7 @@ def locate_vertebrae(
         comp, n = ndimage.label(crop)
         n_frag, dropped = 1, 0.0
         if n > 1:
-            crop, n_frag, dropped = _main_parts(comp, n, margin)
+            crop, n_frag, dropped = _main_parts(comp, n, margin, fragment_fraction)
         idx = np.argwhere(crop).mean(axis=0) + lo
         centroid = affine[:3, :3] @ idx + affine[:3, 3]
         out[lab] = VertebraVoxels(
@@ -138,13 +116,13 @@ def locate_vertebrae(
 
 
 def _main_parts(
-    comp: NDArray[np.int32], n: int, near_voxels: NDArray[np.int64]
+    comp: NDArray[np.int32], n: int, near_voxels: NDArray[np.int64], fragment_fraction: float
 ) -> tuple[NDArray[np.bool_], int, float]:
     """Keep the largest piece of a label and the pieces touching its neighbourhood (a fracture
     can split a body into adjacent pieces); drop pieces far from it (mislabelled blobs).
 
-    Returns the kept mask, the number of pieces holding >= 5 % of the largest one, and the
-    fraction of the label's voxels dropped.
+    Returns the kept mask, the number of pieces holding at least ``fragment_fraction`` of the
+    largest one, and the fraction of the label's voxels dropped.
     """
     sizes = np.bincount(comp.ravel())[1:]
     main = int(np.argmax(sizes)) + 1
@@ -161,7 +139,7 @@ def _main_parts(
         if near:
             keep.append(i)
     mask = np.isin(comp, keep)
-    n_frag = int(np.count_nonzero(sizes >= _FRAGMENT_FRACTION * sizes.max()))
+    n_frag = int(np.count_nonzero(sizes >= fragment_fraction * sizes.max()))
     dropped = 1.0 - float(sizes[np.array(keep) - 1].sum()) / float(sizes.sum())
     return mask, n_frag, dropped
 
@@ -233,7 +211,7 @@ def isolate_body(
         body = vox.mask & given_body
         fp = BodyFootprint(np.zeros((1, 1), bool), True, None)
     else:
-        spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        spacing = voxel_sizes(affine)
         lo = local.min(axis=0) - spacing.max()
         hi = local.max(axis=0) + spacing.max()
         grid = LocalGrid.covering(

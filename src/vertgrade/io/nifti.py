@@ -1,7 +1,7 @@
 """Reading and writing NIfTI volumes, with the checks that turn bad files into clear errors.
 
 All reading goes through :func:`read_volume`, which validates the file and reorients it to the
-closest canonical (RAS+) voxel order; :class:`vertgrade.volume.GridInfo` remembers the input grid.
+closest canonical (RAS+) voxel order; :class:`vertgrade.study.GridInfo` remembers the input grid.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vertgrade.errors import InputError
-from vertgrade.io._atomic import atomic_path
-from vertgrade.volume import GridInfo, Volume
+from vertgrade.io._messages import short_reason
+from vertgrade.io.files import atomic_path
+from vertgrade.io.labels import as_integer_labels, check_ct
+from vertgrade.study import GridInfo, Volume
 
 __all__ = ["file_sha256", "read_volume", "save_nifti"]
 
@@ -78,7 +80,7 @@ def read_volume(
     try:
         img = nib.load(path)
     except Exception as err:  # nibabel raises many types for unreadable headers
-        raise InputError(path, f"cannot be read as NIfTI ({_short(err)})") from err
+        raise InputError(path, f"cannot be read as NIfTI ({short_reason(err)})") from err
     if not isinstance(img, nib.spatialimages.SpatialImage):
         raise InputError(path, f"is a {type(img).__name__}, not an image with an affine")
     shape = tuple(int(n) for n in img.shape)
@@ -96,64 +98,18 @@ def read_volume(
     try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as err:
-        raise InputError(path, f"is truncated or corrupt ({_short(err)})") from err
+        raise InputError(path, f"is truncated or corrupt ({short_reason(err)})") from err
     data = data.reshape(shape)
     if kind == "ct":
-        data = _check_ct(path, data)
+        data = check_ct(path, data)
     else:
-        data = _as_integer_labels(path, data)
+        data = as_integer_labels(path, data)
     ornt = nib.orientations.io_orientation(affine)
     canonical = nib.orientations.apply_orientation(data, ornt)
     can_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
     grid = GridInfo(shape=(shape[0], shape[1], shape[2]), affine=affine, ornt=ornt)
     # a view: flips and axis swaps only, no copy of a possibly large volume
     return Volume(canonical, can_affine, kind, path), grid
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text[:200]
-
-
-def _check_ct(path: Path, data: NDArray[np.generic]) -> NDArray[np.generic]:
-    if data.dtype.kind not in "iuf":
-        raise InputError(path, f"has data type {data.dtype}, expected numbers in HU")
-    if data.dtype.kind == "f":
-        bad = int(np.count_nonzero(~np.isfinite(data)))
-        if bad:
-            raise InputError(path, f"contains {bad} NaN or infinite voxels")
-        if data.dtype == np.float64:
-            data = data.astype(np.float32)
-    lo, hi = float(data.min()), float(data.max())
-    if hi - lo == 0:
-        raise InputError(path, f"is constant ({lo:g}); not a CT")
-    if lo >= -100 and hi <= 300:
-        # A CT in HU has air near -1000; a label map given as CT looks like this.
-        raise InputError(
-            path, f"values {lo:g}..{hi:g} do not look like a CT in HU (no air, no bone)"
-        )
-    return data
-
-
-def _as_integer_labels(path: Path, data: NDArray[np.generic]) -> NDArray[np.integer]:
-    if data.dtype.kind == "f":
-        if not np.all(np.isfinite(data)):
-            raise InputError(path, "label map contains NaN or infinite values")
-        rounded = np.rint(data)
-        if not np.array_equal(rounded, data):
-            raise InputError(path, "label map has non-integer values; expected instance labels")
-        data = rounded
-    elif data.dtype.kind == "b":
-        data = data.astype(np.uint8)
-    elif data.dtype.kind not in "iu":
-        raise InputError(path, f"label map has data type {data.dtype}")
-    lo, hi = int(data.min()), int(data.max())
-    if lo < 0:
-        raise InputError(path, f"label map has negative label {lo}")
-    if hi > 65535:
-        raise InputError(path, f"label map has label {hi}, beyond any vertebra convention")
-    out_dtype = np.uint8 if hi <= 255 else np.uint16
-    return data.astype(out_dtype, copy=False)
 
 
 def save_nifti(array: NDArray[np.generic], affine: NDArray[np.float64], path: str | Path) -> None:

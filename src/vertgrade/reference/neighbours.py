@@ -34,19 +34,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vertgrade.config import NeighbourParams
+from vertgrade.geometry.thirds import THIRDS
 from vertgrade.levels import level_name, normative_shape, order_key
 from vertgrade.morphometry import RegionHeights
-from vertgrade.reference.base import MeasuredVertebra, Reference
-from vertgrade.regions import REGIONS
+from vertgrade.reference.base import MeasuredVertebra, Reference, ReferenceContext
 
 __all__ = ["NeighbourReference"]
 
-_KEYS = ("body", *REGIONS)
+_KEYS = ("body", *THIRDS)
 
 
 def _norm(label: int) -> dict[str, float]:
@@ -60,34 +62,23 @@ def _norm(label: int) -> dict[str, float]:
 class NeighbourReference:
     """Healthy reference from healthy neighbours, aware of level-typical shape.
 
+    Implements :class:`~vertgrade.reference.base.ReferenceEstimator`; it needs nothing of the
+    study beyond the measured vertebrae, so it ignores the context.
+
     Parameters
     ----------
-    max_level_gap : float
-        Farthest neighbour used, in levels.
-    healthy_loss : float
-        A vertebra whose largest regional loss against its own reference is at or above this is
-        not used as a neighbour (0.15: below Genant grade 1's 20 %, above normal variation).
-    shape_tolerance : float
-        Initial screen: departure of min(anterior, middle) / posterior from the level's typical
-        ratio beyond which a vertebra starts as not healthy.
-    initial_screen : float
-        Initial screen: a vertebra any of whose thirds is this much smaller (relative to its
-        level) than the study's 75th percentile starts as not healthy.
-    base_uncertainty : float
-        Relative uncertainty of a two-sided reference from adjacent vertebrae (natural
-        variation of healthy heights between adjacent levels, about 3-4 %); it grows with the
-        distance to the neighbours used, and one-sided references get 1.5 times it.
+    params : NeighbourParams
+        Screen, reach and uncertainty (documented in :class:`vertgrade.config.NeighbourParams`).
     """
 
-    max_level_gap: float = 5.0
-    healthy_loss: float = 0.15
-    shape_tolerance: float = 0.15
-    initial_screen: float = 0.12
-    base_uncertainty: float = 0.035
-    max_iterations: int = 8
-    name: str = "neighbours"
+    params: NeighbourParams = field(default_factory=NeighbourParams)
+    name: ClassVar[str] = "neighbours"
 
-    def estimate(self, vertebrae: Sequence[MeasuredVertebra]) -> dict[int, Reference]:
+    def estimate(
+        self, vertebrae: Sequence[MeasuredVertebra], context: ReferenceContext | None = None
+    ) -> dict[int, Reference]:
+        """Reference per label, for every vertebra in ``vertebrae`` (see the module docstring)."""
+        prm = self.params
         scales: dict[int, dict[str, float]] = {}
         for v in vertebrae:
             if not v.usable or v.heights is None:
@@ -101,22 +92,22 @@ class NeighbourReference:
         by_label = {v.label: v for v in vertebrae}
 
         shape_ok = {
-            lab: min(s["anterior"], s["middle"]) / s["posterior"] >= 1.0 - self.shape_tolerance
+            lab: min(s["anterior"], s["middle"]) / s["posterior"] >= 1.0 - prm.shape_tolerance
             for lab, s in scales.items()
         }
         healthy = {lab for lab in scales if shape_ok[lab]}
         if scales:
             # Fractures only ever take height away, so the level of healthy vertebrae is read
             # high in the distribution (75th percentile), which holds with half of them fractured.
-            level = {k: float(np.percentile([s[k] for s in scales.values()], 75)) for k in REGIONS}
+            level = {k: float(np.percentile([s[k] for s in scales.values()], 75)) for k in THIRDS}
             healthy = {
                 lab
                 for lab in healthy
-                if min(scales[lab][k] / level[k] for k in REGIONS) >= 1.0 - self.initial_screen
+                if min(scales[lab][k] / level[k] for k in THIRDS) >= 1.0 - prm.initial_screen
             }
 
         refs: dict[int, tuple[dict[str, float], tuple[int, ...], float] | str] = {}
-        for _ in range(self.max_iterations):
+        for _ in range(prm.max_iterations):
             refs = {lab: self._scale_for(lab, healthy - {lab}, scales) for lab in by_label}
             new = set()
             for lab in scales:
@@ -125,8 +116,8 @@ class NeighbourReference:
                     if lab in healthy:
                         new.add(lab)  # nothing to compare it with: it keeps its standing
                     continue
-                loss = max(1.0 - scales[lab][k] / cur[0][k] for k in REGIONS)
-                if loss < self.healthy_loss:
+                loss = max(1.0 - scales[lab][k] / cur[0][k] for k in THIRDS)
+                if loss < prm.healthy_loss:
                     new.add(lab)
             if new == healthy:
                 break
@@ -151,22 +142,22 @@ class NeighbourReference:
     ) -> tuple[dict[str, float], tuple[int, ...], float] | str:
         p = order_key(lab)
         above = sorted(
-            (n for n in pool if 0 < p - order_key(n) <= self.max_level_gap),
+            (n for n in pool if 0 < p - order_key(n) <= self.params.max_level_gap),
             key=lambda n: p - order_key(n),
         )
         below = sorted(
-            (n for n in pool if 0 < order_key(n) - p <= self.max_level_gap),
+            (n for n in pool if 0 < order_key(n) - p <= self.params.max_level_gap),
             key=lambda n: order_key(n) - p,
         )
         if not above and not below:
-            return f"no healthy vertebra within {self.max_level_gap:g} levels above or below"
+            return f"no healthy vertebra within {self.params.max_level_gap:g} levels above or below"
         if above and below:
             a, b = above[0], below[0]
             pa, pb = order_key(a), order_key(b)
             wa = (pb - p) / (pb - pa)
             sc = {k: wa * scales[a][k] + (1 - wa) * scales[b][k] for k in _KEYS}
-            spread = abs(float(np.mean([scales[a][k] - scales[b][k] for k in REGIONS]))) / max(
-                float(np.mean([sc[k] for k in REGIONS])), 1e-9
+            spread = abs(float(np.mean([scales[a][k] - scales[b][k] for k in THIRDS]))) / max(
+                float(np.mean([sc[k] for k in THIRDS])), 1e-9
             )
             dist = min(p - pa, pb - p)
             unc = float(np.hypot(self._distance_uncertainty(dist), 0.5 * spread))
@@ -184,7 +175,7 @@ class NeighbourReference:
     def _distance_uncertainty(self, levels: float) -> float:
         """Uncertainty of a reference taken ``levels`` away: healthy heights drift apart with
         distance along the spine (a random-walk model: variance grows linearly)."""
-        return self.base_uncertainty * float(np.sqrt(max(1.0, levels)))
+        return self.params.base_uncertainty * float(np.sqrt(max(1.0, levels)))
 
 
 def _normalised_coords(v: MeasuredVertebra) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -5,9 +5,10 @@ canvas; pyplot and its global state are never touched, so nothing here depends o
 on a backend chosen elsewhere.
 
 The figures read the vertebrae as ``result.json`` holds them (``SpineResult.to_dict()``), so that a
-report drawn right after grading and one redrawn later from a result folder are the same. Images
-are resampled from volumes in world coordinates (RAS+ mm) through each volume's own affine, so
-any orientation, spacing or oblique grid gives the same picture.
+report drawn right after grading and one redrawn later from a result folder are the same. The
+images are sampled by :mod:`vertgrade.report.reformat`, in world coordinates through each volume's
+own affine, so any orientation, spacing or oblique grid gives the same picture; colours and the CT
+window come from :mod:`vertgrade.report.style`.
 
 Conventions
 -----------
@@ -15,15 +16,13 @@ Conventions
   and superior at the top, as sagittal CT is usually displayed.
 - The axial height-loss map shows anterior at the top and the patient's right on the left of the
   image (radiological convention, viewed from the feet).
-- Colours by Genant grade: :data:`GRADE_COLOURS`.
+- Colours by Genant grade: :data:`vertgrade.report.style.GRADE_COLOURS`.
 
 Examples
 --------
->>> import numpy as np
->>> from vertgrade.volume import Volume
->>> vol = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.diag([2.0, 1, 1, 1]), "ct")
->>> sample_world(vol, np.array([[2.0, 1.0, 3.0], [1.0, 0.0, 0.0]])).tolist()
-[19.0, 6.0]
+>>> fig = Figure(figsize=(1, 1), dpi=20)
+>>> figure_rgb(fig).shape, figure_png(fig)[:4]
+((20, 20, 3), b'\\x89PNG')
 """
 
 from __future__ import annotations
@@ -36,50 +35,50 @@ from typing import Any, Literal
 import numpy as np
 from matplotlib import patheffects
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap, LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
-from numpy.typing import ArrayLike, NDArray
-from scipy import ndimage
+from numpy.typing import NDArray
 
+from vertgrade.config import GENANT_THRESHOLDS
 from vertgrade.geometry.frames import LocalFrame
-from vertgrade.grading import GENANT_THRESHOLDS
-from vertgrade.regions import REGIONS
-from vertgrade.volume import Volume
+from vertgrade.geometry.thirds import THIRDS
+from vertgrade.report.reformat import (
+    CurvedSheet,
+    curved_sheet,
+    document_centreline,
+    frame_from_dict,
+    plane_trace,
+    sample_world,
+    slice_points,
+)
+from vertgrade.report.style import (
+    CT_WINDOW_HU,
+    GRADE_COLOURS,
+    LOSS_ABOVE_COLOUR,
+    LOSS_BELOW_COLOUR,
+    LOSS_RANGE_PCT,
+    LOSS_ZERO_COLOUR,
+    MEASURED_COLOUR,
+    OTHER_BODY_COLOUR,
+    REFERENCE_COLOUR,
+    grade_colour,
+)
+from vertgrade.study import Volume
 
 __all__ = [
-    "CT_WINDOW_HU",
-    "GRADE_COLOURS",
-    "CurvedSheet",
     "HeightLine",
     "OverviewFigure",
     "VertebraFigure",
-    "anterior_directions",
-    "curved_sheet",
     "figure_png",
-    "frame_from_dict",
-    "grade_colour",
+    "figure_rgb",
     "loss_colormap",
     "overview_figure",
     "panel_extent_mm",
-    "sample_world",
     "vertebra_figure",
 ]
 
 # --- constants ----------------------------------------------------------------------------------
-
-#: Colour of each Genant grade (0 green, 1 yellow, 2 orange, 3 red); ``None``: not gradable.
-GRADE_COLOURS: dict[int | None, str] = {
-    0: "#2e9d45",
-    1: "#f2c200",
-    2: "#f07f13",
-    3: "#d7263d",
-    None: "#9a9a9a",
-}
-
-#: CT display window (HU, low and high): level 300, width 1200. A bone window narrowed so that
-#: trabecular bone (100-250 HU) is mid-grey, cortex and endplates (> 600 HU) white, discs and soft
-#: tissue (40-100 HU) dark grey: the endplates stand out against the discs.
-CT_WINDOW_HU: tuple[float, float] = (-300.0, 900.0)
 
 # Overview: the curved reformat reaches this far anterior and posterior of the centreline (mm):
 # the front of a lumbar body lies ~20 mm anterior of its centre, the tip of a spinous process
@@ -91,280 +90,10 @@ _OVERVIEW_STEP_MM = 0.5
 _PANEL_STEP_MM = 0.25
 _PANEL_MARGIN_SI_MM = 11.0
 _PANEL_MARGIN_AP_MM = 12.0
-# Loss-map colour range (%): negative losses (taller than the reference) are blue, the grade
-# thresholds take the grade colours.
-_LOSS_RANGE_PCT = (-20.0, 60.0)
 # Figure resolution (dots per inch) of the PNGs.
 _DPI = 100
-# Points sampled at once from a volume: bounds the block of voxels cropped and converted to
-# float32 (a chunk of the overview is ~130 mm of spine).
-_CHUNK_POINTS = 1 << 16
 
-_MEASURED_COLOUR = "#00d5f5"
-_REFERENCE_COLOUR = "#d8f7ff"
-_OTHER_BODY_COLOUR = "#b5b5b5"
 _SHORT = {"anterior": "A", "middle": "M", "posterior": "P"}
-
-
-def grade_colour(grade: int | None) -> str:
-    """Colour of a Genant grade (``None``: not gradable).
-
-    >>> grade_colour(2), grade_colour(None)
-    ('#f07f13', '#9a9a9a')
-    """
-    return GRADE_COLOURS.get(grade, GRADE_COLOURS[None])
-
-
-# --- sampling -------------------------------------------------------------------------------
-
-
-def sample_world(
-    volume: Volume,
-    points_mm: ArrayLike,
-    *,
-    order: int = 1,
-    cval: float = 0.0,
-    label: int | None = None,
-) -> NDArray[np.float32]:
-    """Interpolate a volume at world points.
-
-    Only the block of voxels around each chunk of points is read and converted, so that a whole CT
-    is never copied.
-
-    Parameters
-    ----------
-    volume : Volume
-        Any volume; its affine maps voxel indices to world RAS+ mm.
-    points_mm : (..., 3) array-like
-        World points (mm).
-    order : int
-        Spline order: 0 nearest neighbour (labels), 1 linear.
-    cval : float
-        Value outside the volume.
-    label : int, optional
-        Sample the mask ``volume == label`` (as 0.0 / 1.0) instead of the values: with
-        ``order=1`` its 0.5 contour is the mask's outline at sub-voxel precision.
-
-    Returns
-    -------
-    (...) float32 ndarray
-        The values at ``points_mm``; labels sampled with ``order=0`` come back exactly.
-    """
-    pts = np.asarray(points_mm, dtype=np.float64)
-    if pts.shape[-1] != 3:
-        raise ValueError(f"points must have shape (..., 3), got {pts.shape}")
-    flat = pts.reshape(-1, 3)
-    inv = np.linalg.inv(volume.affine)
-    out = np.full(flat.shape[0], cval, dtype=np.float32)
-    shape = np.array(volume.shape)
-    array = volume.array
-    for start in range(0, flat.shape[0], _CHUNK_POINTS):
-        ijk = flat[start : start + _CHUNK_POINTS] @ inv[:3, :3].T + inv[:3, 3]
-        lo = np.maximum(np.floor(ijk.min(axis=0)).astype(int) - 1, 0)
-        hi = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 2, shape)
-        if np.any(hi <= lo):
-            continue  # every point outside the volume
-        block = array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        if label is not None:
-            block = block == label
-        block_f = np.ascontiguousarray(block, dtype=np.float32)
-        coords = (ijk - lo).T
-        out[start : start + ijk.shape[0]] = ndimage.map_coordinates(
-            block_f, coords, order=order, mode="constant", cval=cval, prefilter=False
-        )
-    return out.reshape(pts.shape[:-1])
-
-
-def frame_from_dict(frame: Mapping[str, Sequence[float]] | None) -> LocalFrame | None:
-    """A :class:`LocalFrame` from its ``result.json`` form (``origin``, ``si``, ``ap``, ``lr``).
-
-    >>> f = frame_from_dict({"origin": [0, 0, 0], "si": [0, 0, 1], "ap": [0, 1, 0],
-    ...                      "lr": [1, 0, 0]})
-    >>> f.to_local([[1.0, 2.0, 3.0]]).tolist()
-    [[3.0, 2.0, 1.0]]
-    """
-    if frame is None:
-        return None
-    return LocalFrame(
-        *(np.asarray(frame[k], dtype=np.float64) for k in ("origin", "si", "ap", "lr"))
-    )
-
-
-# --- the curved reformat ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CurvedSheet:
-    """Sample points of a curved mid-sagittal reformat.
-
-    Row ``i`` lies on the centreline at arc length ``arc_mm[i]`` (cranial first); column ``j`` is
-    ``offsets_mm[j]`` along that row's anterior direction (negative: posterior).
-
-    Attributes
-    ----------
-    points_mm : (S, T, 3) float ndarray
-        World points (RAS+ mm).
-    arc_mm : (S,) float ndarray
-        Arc length along the centreline, increasing caudally.
-    offsets_mm : (T,) float ndarray
-        Signed distance along the anterior direction.
-    centre_mm : (S, 3) float ndarray
-        The centreline points of the rows.
-    anterior : (S, 3) float ndarray
-        Unit anterior direction of each row, perpendicular to the centreline.
-    """
-
-    points_mm: NDArray[np.float64]
-    arc_mm: NDArray[np.float64]
-    offsets_mm: NDArray[np.float64]
-    centre_mm: NDArray[np.float64]
-    anterior: NDArray[np.float64]
-
-    def arc_of(self, point_mm: ArrayLike) -> float:
-        """Arc length (mm) of the centreline point nearest to ``point_mm``, refined by projecting
-        onto the local tangent."""
-        p = np.asarray(point_mm, dtype=np.float64)
-        d = np.linalg.norm(self.centre_mm - p, axis=1)
-        i = int(np.argmin(d))
-        j = min(i + 1, len(self.arc_mm) - 1) if i == 0 else i - 1
-        lo, hi = (i, j) if self.arc_mm[j] > self.arc_mm[i] else (j, i)
-        seg = self.centre_mm[hi] - self.centre_mm[lo]
-        n2 = float(seg @ seg)
-        if hi == lo or n2 == 0:
-            return float(self.arc_mm[i])
-        t = float(np.clip((p - self.centre_mm[lo]) @ seg / n2, -1.0, 2.0))
-        return float(self.arc_mm[lo] + t * (self.arc_mm[hi] - self.arc_mm[lo]))
-
-
-def _arc_lengths(points: NDArray[np.float64]) -> NDArray[np.float64]:
-    return np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))]
-
-
-def anterior_directions(
-    centreline_mm: ArrayLike, frames: Sequence[LocalFrame]
-) -> NDArray[np.float64]:
-    """Unit anterior direction at each centreline point, interpolated between vertebra frames.
-
-    Each frame's ``ap`` axis is placed at the arc length of its origin's nearest centreline point;
-    the three components are interpolated linearly in arc length (held constant beyond the first
-    and last frame), then made perpendicular to the centreline's tangent and normalised. Without
-    any frame the world anterior ``(0, 1, 0)`` is used.
-
-    Parameters
-    ----------
-    centreline_mm : (N, 3) array-like
-        Centreline points, world mm, cranial first, N >= 2.
-    frames : sequence of LocalFrame
-
-    Returns
-    -------
-    (N, 3) float ndarray
-
-    Examples
-    --------
-    >>> line = np.stack([np.zeros(5), np.zeros(5), -2.0 * np.arange(5)], axis=1)
-    >>> f = LocalFrame.from_axes([0, 0, -4.0], si=[0, 0, 1], anterior=[0, 1, 1])
-    >>> anterior_directions(line, [f]).round(6).tolist()[0]
-    [0.0, 1.0, 0.0]
-    """
-    c = np.asarray(centreline_mm, dtype=np.float64)
-    s = _arc_lengths(c)
-    tangent = np.gradient(c, axis=0)
-    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
-    if frames:
-        pos = np.array([s[int(np.argmin(np.linalg.norm(c - f.origin, axis=1)))] for f in frames])
-        order = np.argsort(pos, kind="stable")
-        pos = pos[order]
-        aps = np.stack([frames[i].ap for i in order])
-        a = np.stack([np.interp(s, pos, aps[:, k]) for k in range(3)], axis=1)
-    else:
-        a = np.tile([0.0, 1.0, 0.0], (len(c), 1))
-    a -= np.sum(a * tangent, axis=1, keepdims=True) * tangent
-    norm = np.linalg.norm(a, axis=1, keepdims=True)
-    bad = norm[:, 0] < 1e-6
-    if np.any(bad):  # anterior parallel to the curve: fall back on the world anterior
-        w = (
-            np.array([0.0, 1.0, 0.0])
-            - (tangent[bad] @ np.array([0.0, 1.0, 0.0]))[:, None] * (tangent[bad])
-        )
-        a[bad] = w
-        norm = np.linalg.norm(a, axis=1, keepdims=True)
-    return a / np.maximum(norm, 1e-12)
-
-
-def curved_sheet(
-    centreline_mm: ArrayLike,
-    frames: Sequence[LocalFrame],
-    *,
-    anterior_mm: float = _OVERVIEW_ANTERIOR_MM,
-    posterior_mm: float = _OVERVIEW_POSTERIOR_MM,
-    step_mm: float = _OVERVIEW_STEP_MM,
-) -> CurvedSheet:
-    """Sample points of the curved mid-sagittal reformat along a centreline.
-
-    The centreline is resampled every ``step_mm`` of arc length; at each point a line runs along
-    the local anterior direction (:func:`anterior_directions`) from ``posterior_mm`` behind to
-    ``anterior_mm`` in front of it. The rows are equally spaced in arc length: the reformat
-    straightens the spine.
-
-    Parameters
-    ----------
-    centreline_mm : (N, 3) array-like
-        World mm, cranial first, N >= 2.
-    frames : sequence of LocalFrame
-        The vertebrae's frames (their ``ap`` axes orient the lines).
-    anterior_mm, posterior_mm, step_mm : float
-
-    Returns
-    -------
-    CurvedSheet
-
-    Examples
-    --------
-    >>> line = np.stack([np.zeros(11), np.zeros(11), -2.0 * np.arange(11)], axis=1)
-    >>> sh = curved_sheet(line, [], anterior_mm=2, posterior_mm=2, step_mm=1)
-    >>> sh.points_mm.shape, sh.points_mm[3, 0].tolist()
-    ((21, 5, 3), [0.0, -2.0, -3.0])
-    """
-    c = np.asarray(centreline_mm, dtype=np.float64)
-    if c.ndim != 2 or c.shape[1] != 3 or len(c) < 2:
-        raise ValueError(f"centreline must be (N >= 2, 3), got {c.shape}")
-    s = _arc_lengths(c)
-    ant = anterior_directions(c, frames)
-    arc = np.arange(0.0, s[-1] + 1e-9, step_mm)
-    centre = np.stack([np.interp(arc, s, c[:, k]) for k in range(3)], axis=1)
-    a = np.stack([np.interp(arc, s, ant[:, k]) for k in range(3)], axis=1)
-    a /= np.linalg.norm(a, axis=1, keepdims=True)
-    n_post = round(posterior_mm / step_mm)
-    n_ant = round(anterior_mm / step_mm)
-    offsets = step_mm * np.arange(-n_post, n_ant + 1, dtype=np.float64)
-    points = centre[:, None, :] + offsets[None, :, None] * a[:, None, :]
-    return CurvedSheet(points, arc, offsets, centre, a)
-
-
-def _centreline(document: Mapping[str, Any]) -> NDArray[np.float64] | None:
-    """The document's centreline, or one made from the frames when it has fewer than 2 points
-    (a single vertebra): 2 mm steps along the frames' ``si`` axes."""
-    c = np.asarray(document.get("centreline_mm") or [], dtype=np.float64).reshape(-1, 3)
-    if len(c) >= 2:
-        return c
-    anchors: list[NDArray[np.float64]] = []
-    for v in document.get("vertebrae", []):
-        f = frame_from_dict(v.get("frame"))
-        if f is not None:
-            anchors += [f.origin + 30.0 * f.si, f.origin - 30.0 * f.si]
-        elif v.get("centroid_mm") is not None:
-            anchors.append(np.asarray(v["centroid_mm"], dtype=np.float64))
-    if len(anchors) < 2:
-        return None
-    pts = np.stack(anchors)
-    s = _arc_lengths(pts)
-    if s[-1] <= 0:
-        return None
-    keep = np.r_[True, np.diff(s) > 0]
-    pts, s = pts[keep], s[keep]
-    grid = np.arange(0.0, s[-1] + 1e-9, 2.0)
-    return np.stack([np.interp(grid, s, pts[:, k]) for k in range(3)], axis=1)
 
 
 # --- drawing helpers ----------------------------------------------------------------------------
@@ -419,9 +148,23 @@ def figure_png(figure: Figure, *, dpi: int = _DPI) -> bytes:
     return buf.getvalue()
 
 
+def figure_rgb(figure: Figure) -> NDArray[np.uint8]:
+    """Render a figure with Agg, at its own size and resolution, to an RGB array.
+
+    Returns
+    -------
+    (H, W, 3) uint8 ndarray
+        H and W are the figure's size in inches times its dpi.
+    """
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return np.ascontiguousarray(rgba[..., :3], dtype=np.uint8)
+
+
 def _max_rhlv(vertebra: Mapping[str, Any]) -> float | None:
     rh = vertebra.get("rhlv") or {}
-    vals = [float(rh[r]) for r in REGIONS if rh.get(r) is not None]
+    vals = [float(rh[r]) for r in THIRDS if rh.get(r) is not None]
     return max(vals) if vals else None
 
 
@@ -500,12 +243,18 @@ def overview_figure(
     OverviewFigure or None
         ``None`` when there is no centreline and fewer than two points to make one from.
     """
-    centreline = _centreline(document)
+    centreline = document_centreline(document)
     if centreline is None:
         return None
     verts = list(document.get("vertebrae", []))
     frames = [f for f in (frame_from_dict(v.get("frame")) for v in verts) if f is not None]
-    sheet = curved_sheet(centreline, frames)
+    sheet = curved_sheet(
+        centreline,
+        frames,
+        anterior_mm=_OVERVIEW_ANTERIOR_MM,
+        posterior_mm=_OVERVIEW_POSTERIOR_MM,
+        step_mm=_OVERVIEW_STEP_MM,
+    )
     arc, off = sheet.arc_mm, sheet.offsets_mm
 
     outline_vol = bodies if bodies is not None else labels
@@ -684,24 +433,25 @@ def panel_extent_mm(vertebrae: Sequence[Mapping[str, Any]]) -> tuple[float, floa
 
 
 def loss_colormap(thresholds: Sequence[float] = GENANT_THRESHOLDS) -> Colormap:
-    """Colour map of the height-loss map over :data:`_LOSS_RANGE_PCT` (%): blue below 0 (taller
-    than the reference), white at 0, then the grade colours at the grade thresholds.
+    """Colour map of the height-loss map (%) over
+    :data:`~vertgrade.report.style.LOSS_RANGE_PCT`: blue below 0 (taller than the reference),
+    white at 0, then the grade colours at the grade thresholds.
 
     NaN (outside the footprint) is transparent.
     """
-    lo, hi = _LOSS_RANGE_PCT
+    lo, hi = LOSS_RANGE_PCT
 
     def at(pct: float) -> float:
         return float(np.clip((pct - lo) / (hi - lo), 0.0, 1.0))
 
     t1, t2, t3 = (100.0 * float(t) for t in thresholds)
     stops = [
-        (0.0, "#3b6fb6"),
-        (at(0.0), "#f7f7f7"),
+        (0.0, LOSS_BELOW_COLOUR),
+        (at(0.0), LOSS_ZERO_COLOUR),
         (at(t1), GRADE_COLOURS[1]),
         (at(t2), GRADE_COLOURS[2]),
         (at(t3), GRADE_COLOURS[3]),
-        (1.0, "#5c0a16"),
+        (1.0, LOSS_ABOVE_COLOUR),
     ]
     cleaned: list[tuple[float, str]] = []
     for pos, col in stops:
@@ -713,37 +463,13 @@ def loss_colormap(thresholds: Sequence[float] = GENANT_THRESHOLDS) -> Colormap:
     return cmap.with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
 
 
-def _slice_points(
-    frame: LocalFrame, si: NDArray[np.float64], ap: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """(R, C, 3) world points of the sagittal slice ``lr = 0``: rows along ``si``, columns
-    along ``ap``."""
-    return (
-        frame.origin[None, None, :]
-        + si[:, None, None] * frame.si[None, None, :]
-        + ap[None, :, None] * frame.ap[None, None, :]
-    )
-
-
-def _plane_trace(
-    plane: Mapping[str, Sequence[float]], frame: LocalFrame, ap: NDArray[np.float64]
-) -> NDArray[np.float64] | None:
-    """``si`` (mm) of an endplate plane where it crosses the slice ``lr = 0``, at each ``ap``."""
-    p = frame.to_local(np.asarray(plane["point_mm"], dtype=np.float64)[None, :])[0]
-    n = frame.rotation @ np.asarray(plane["normal"], dtype=np.float64)
-    if abs(n[0]) < 0.2:  # a plane nearly parallel to si: not an endplate seen from the side
-        return None
-    si: NDArray[np.float64] = p[0] - (n[1] * (ap - p[1]) + n[2] * (0.0 - p[2])) / n[0]
-    return si
-
-
 def _height_lines(
     vertebra: Mapping[str, Any], frame: LocalFrame
 ) -> tuple[list[HeightLine], list[HeightLine]]:
     thirds = vertebra.get("thirds") or {}
     ref = ((vertebra.get("reference") or {}).get("heights_mm")) or {}
     measured, reference = [], []
-    for r in REGIONS:
+    for r in THIRDS:
         t = thirds.get(r)
         if not t:
             continue
@@ -823,7 +549,7 @@ def vertebra_figure(
             ax_s.plot(
                 [line.ap_mm] * 2,
                 line.si_mm,
-                color=_REFERENCE_COLOUR,
+                color=REFERENCE_COLOUR,
                 alpha=0.55,
                 lw=7,
                 solid_capstyle="butt",
@@ -832,7 +558,7 @@ def vertebra_figure(
             ax_s.plot(
                 [line.ap_mm] * 2,
                 line.si_mm,
-                color=_MEASURED_COLOUR,
+                color=MEASURED_COLOUR,
                 lw=2.0,
                 marker="_",
                 markersize=9,
@@ -870,7 +596,7 @@ def _draw_slice(
     n_ap = round(half_ap / _PANEL_STEP_MM)
     si = _PANEL_STEP_MM * np.arange(n_si, -n_si - 1, -1, dtype=np.float64)  # top row superior
     ap = _PANEL_STEP_MM * np.arange(-n_ap, n_ap + 1, dtype=np.float64)
-    pts = _slice_points(frame, si, ap)
+    pts = slice_points(frame, si, ap)
     label = int(vertebra["label"])
     outline_vol = bodies if bodies is not None else labels
     others = (
@@ -908,7 +634,7 @@ def _draw_slice(
                     ap,
                     si,
                     (others == other).astype(np.float32),
-                    colour=_OTHER_BODY_COLOUR,
+                    colour=OTHER_BODY_COLOUR,
                     width=0.8,
                     style="dotted",
                 )
@@ -917,7 +643,7 @@ def _draw_slice(
     planes = vertebra.get("endplates") or {}
     for key in ("superior", "inferior"):
         if planes.get(key):
-            trace = _plane_trace(planes[key], frame, ap)
+            trace = plane_trace(planes[key], frame, ap)
             if trace is not None:
                 ok = (trace > si[-1]) & (trace < si[0])
                 ax.plot(
@@ -971,7 +697,7 @@ def _draw_loss_map(
     lr_mm = np.asarray(lm["lr_mm"], dtype=np.float64)
     d_ap = float(ap_mm[1] - ap_mm[0]) if len(ap_mm) > 1 else 2.0
     d_lr = float(lr_mm[1] - lr_mm[0]) if len(lr_mm) > 1 else 2.0
-    cmap, norm = loss_colormap(thresholds), Normalize(*_LOSS_RANGE_PCT)
+    cmap, norm = loss_colormap(thresholds), Normalize(*LOSS_RANGE_PCT)
     ax.imshow(
         100.0 * values,
         cmap=cmap,
@@ -992,7 +718,7 @@ def _draw_loss_map(
     ax.tick_params(labelsize=7)
     ax.set_title("axial height-loss map", fontsize=8.5)
     # the colour bar: a gradient image (a third of the cost of matplotlib's Colorbar)
-    lo, hi = _LOSS_RANGE_PCT
+    lo, hi = LOSS_RANGE_PCT
     cax.imshow(
         np.linspace(lo, hi, 256)[:, None],
         cmap=cmap,

@@ -18,21 +18,16 @@ The report is drawn from the result as ``result.json`` holds it, so that the rep
 after grading (:func:`render_report`) and one rewritten later from the result folder
 (:func:`render_result_dir`, :func:`write_report`) show the same numbers.
 
-The PDF is the same HTML printed by headless Chromium (:func:`html_to_pdf`): one source for both,
-real text, tables that break across pages. Chromium must be installed for ``pdf=True``; without
-it the writer stops with an :class:`~vertgrade.errors.OutputError` that says so, before writing
-anything.
+The PDF is the same HTML printed by headless Chromium (:func:`vertgrade.report.pdf.html_to_pdf`):
+one source for both. Chromium must be installed for ``pdf=True``; without it the writer stops
+with an :class:`~vertgrade.errors.OutputError` that says so, before writing anything.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
-import signal
 import struct
-import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,63 +40,35 @@ from typing import Any
 import jsonschema
 import numpy as np
 
+from vertgrade.config import GENANT_THRESHOLDS
 from vertgrade.errors import InputError, OutputError
-from vertgrade.grading import GENANT_THRESHOLDS
-from vertgrade.io._atomic import atomic_path
+from vertgrade.geometry.thirds import THIRDS
+from vertgrade.io.files import atomic_path
 from vertgrade.io.nifti import file_sha256, read_volume
-from vertgrade.regions import REGIONS
 from vertgrade.report.figures import (
     figure_png,
     overview_figure,
     panel_extent_mm,
     vertebra_figure,
 )
-from vertgrade.report.writers import validate_result
+from vertgrade.report.files import validate_result
+from vertgrade.report.pdf import REPORT_PDF, html_to_pdf, require_browser
+from vertgrade.report.style import grade_css_variables
 from vertgrade.result import QC_FLAGS, SCHEMA_VERSION, SpineResult
-from vertgrade.volume import Study, Volume
+from vertgrade.study import Study, Volume
 
 __all__ = [
-    "BROWSER_NAMES",
     "REPORT_HTML",
-    "REPORT_PDF",
     "InputState",
-    "find_browser",
-    "html_to_pdf",
     "render_document",
     "render_report",
     "render_result_dir",
-    "require_browser",
     "save_report",
     "write_report",
 ]
 
-#: File names of the report in a result folder.
+#: File name of the report in a result folder (the PDF's: :data:`vertgrade.report.pdf.REPORT_PDF`).
 REPORT_HTML = "report.html"
-REPORT_PDF = "report.pdf"
-
-#: Executables tried, in order, to print the PDF (Debian's ``chromium``, others' names).
-BROWSER_NAMES: tuple[str, ...] = (
-    "chromium",
-    "chromium-browser",
-    "google-chrome",
-    "google-chrome-stable",
-    "chrome",
-)
-
-# Headless Chromium flags: no sandbox (containers and root), no GPU, and nothing that reaches the
-# network or a user profile.
-_BROWSER_FLAGS: tuple[str, ...] = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-extensions",
-    "--disable-dev-shm-usage",
-)
-_PDF_TIMEOUT_S = 120.0
 
 
 # --- inputs and their state -----------------------------------------------------------------
@@ -228,7 +195,7 @@ def _load_result_dir(result_dir: Path) -> _Loaded:
     problems: dict[str, str] = {}
     ct: Volume | None = None
     labels: Volume | None = None
-    from vertgrade.io.study import load_study
+    from vertgrade.io.load import load_study
 
     def changed_folder(role: str, study: Study) -> bool:
         """A folder read again whose checksum is not the one recorded: not shown."""
@@ -388,7 +355,7 @@ def render_document(
     str
         The HTML document.
     """
-    from vertgrade import __version__
+    from vertgrade._version import __version__
 
     verts: list[Mapping[str, Any]] = list(document["vertebrae"])
     params = document["provenance"].get("parameters") or {}
@@ -431,6 +398,7 @@ def render_document(
     return template.substitute(
         title=escape(f"vertgrade report: {subject}"),
         generator=escape(f"vertgrade {__version__}"),
+        grade_colours=grade_css_variables(),
         body="\n".join(parts),
     )
 
@@ -472,7 +440,7 @@ def _fmt(x: Any, nd: int = 1, scale: float = 1.0) -> str:
 def _trio(d: Mapping[str, Any] | None, nd: int = 1, scale: float = 1.0) -> str:
     if not d:
         return "–"
-    return " / ".join(_fmt(d.get(r), nd, scale) for r in REGIONS)
+    return " / ".join(_fmt(d.get(r), nd, scale) for r in THIRDS)
 
 
 def _flags(v: Mapping[str, Any], meanings: Mapping[str, str]) -> str:
@@ -748,129 +716,6 @@ def _provenance_html(document: Mapping[str, Any], inputs: Sequence[InputState]) 
 # --- writing ----------------------------------------------------------------------------------
 
 
-def find_browser() -> Path | None:
-    """The first of :data:`BROWSER_NAMES` found on ``PATH``, or ``None``."""
-    for name in BROWSER_NAMES:
-        found = shutil.which(name)
-        if found:
-            return Path(found)
-    return None
-
-
-def require_browser(browser: str | Path | None = None, *, target: str | Path = REPORT_PDF) -> Path:
-    """The Chromium executable that will print the PDF, or an :class:`OutputError` naming
-    ``target`` that says how to install one (for a command line to fail before its work).
-
-    Parameters
-    ----------
-    browser : path, optional
-        An executable chosen by the user; default :func:`find_browser`.
-    target : path
-        The PDF the error is about.
-    """
-    if browser is not None:
-        path = Path(browser)
-        if shutil.which(str(path)) is None:
-            raise OutputError(target, f"{path} is not an executable to print the PDF with")
-        return path
-    found = find_browser()
-    if found is None:
-        raise _no_browser(Path(target))
-    return found
-
-
-def _no_browser(target: Path) -> OutputError:
-    return OutputError(
-        target,
-        "writing the PDF needs Chromium (or Google Chrome), and none was found on PATH "
-        f"(looked for {', '.join(BROWSER_NAMES)}); install it (Debian/Ubuntu: "
-        "apt-get install chromium) or leave out --pdf",
-    )
-
-
-def html_to_pdf(
-    html_path: str | Path,
-    pdf_path: str | Path,
-    *,
-    browser: str | Path | None = None,
-    timeout_s: float = _PDF_TIMEOUT_S,
-) -> Path:
-    """Print an HTML file to PDF with headless Chromium (A4, no header or footer).
-
-    ``pdf_path`` is written by Chromium directly: pass a temporary path (as
-    :func:`save_report` does) to get an atomic write.
-
-    Parameters
-    ----------
-    html_path : path
-        The HTML file to print.
-    pdf_path : path
-        Where the PDF goes.
-    browser : path, optional
-        The Chromium executable; default :func:`find_browser`.
-    timeout_s : float
-        Chromium is stopped (with its process group) after this many seconds.
-
-    Returns
-    -------
-    Path
-        ``pdf_path``.
-
-    Raises
-    ------
-    OutputError
-        No Chromium, or it failed, timed out, or wrote no PDF.
-    """
-    src, target = Path(html_path).resolve(), Path(pdf_path)
-    exe = Path(browser) if browser is not None else find_browser()
-    if exe is None:
-        raise _no_browser(target)
-    with tempfile.TemporaryDirectory(
-        prefix="vertgrade-chromium-", ignore_cleanup_errors=True
-    ) as profile:
-        cmd = [
-            str(exe),
-            *_BROWSER_FLAGS,
-            f"--user-data-dir={profile}",
-            "--no-pdf-header-footer",
-            f"--print-to-pdf={target.resolve()}",
-            src.as_uri(),
-        ]
-        try:
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as err:
-            raise OutputError(target, f"could not start {exe} to print the PDF ({err})") from err
-        try:
-            _, err_bytes = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise OutputError(
-                target, f"{exe} did not finish printing the PDF within {timeout_s:.0f} s"
-            ) from None
-    ok = proc.returncode == 0 and target.is_file() and target.stat().st_size > 0
-    if ok:
-        with open(target, "rb") as fh:
-            ok = fh.read(5) == b"%PDF-"
-    if not ok:
-        lines = [
-            ln
-            for ln in err_bytes.decode("utf-8", "replace").splitlines()
-            if ln.strip() and "dbus" not in ln
-        ]
-        detail = lines[-1][-300:] if lines else "no message"
-        raise OutputError(
-            target, f"{exe} failed to print the PDF (exit status {proc.returncode}): {detail}"
-        )
-    return target
-
-
 def _check_targets(out: Path, *, pdf: bool, force: bool) -> list[Path]:
     """The report files to write into ``out``; an error if one exists without ``force``."""
     if out.exists() and not out.is_dir():
@@ -904,7 +749,7 @@ def save_report(
     out_dir : path
         The result folder (created if missing).
     pdf : bool
-        Also write ``report.pdf`` (needs Chromium, see :func:`html_to_pdf`).
+        Also write ``report.pdf`` (needs Chromium, see :func:`~vertgrade.report.pdf.html_to_pdf`).
     force : bool
         Overwrite existing report files; without it an existing one is an error.
     browser : path, optional

@@ -25,6 +25,7 @@ uint8: a T1-L5 spine at 1 mm with 128 x 128 mm cross-sections is about 30 MB, 8 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,21 @@ from scipy.spatial.transform import Rotation, Slerp
 from vertgrade.errors import InputError
 from vertgrade.geometry.frames import LocalFrame, fit_spine_curve
 from vertgrade.geometry.sampling import LocalGrid, sample
-from vertgrade.geometry.vertebra import find_objects
+from vertgrade.grading import LossMap, loss_map
 from vertgrade.levels import anatomical_order
 from vertgrade.morphometry import height_map_from_profiles
+from vertgrade.qc import QCFlag
+from vertgrade.reference.base import MeasuredVertebra, ReferenceContext
 from vertgrade.result import SpineResult
-from vertgrade.volume import Study
+from vertgrade.study import Study, find_objects
 
-__all__ = ["SPINE_FORMAT", "StraightenedSpine", "VertebraExtent", "straighten_spine"]
+__all__ = [
+    "SPINE_FORMAT",
+    "SpineGeometry",
+    "StraightenedSpine",
+    "VertebraExtent",
+    "straighten_spine",
+]
 
 #: Version of the stored straightened-spine format.
 SPINE_FORMAT = 1
@@ -266,7 +275,7 @@ class StraightenedSpine:
     # --- storage --------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write to ``path`` (``.npz``, compressed), atomically."""
-        from vertgrade.io._atomic import atomic_path
+        from vertgrade.io.files import atomic_path
 
         meta = {
             "format": SPINE_FORMAT,
@@ -394,9 +403,68 @@ def _row_transform(
     )
 
 
+@dataclass(frozen=True)
+class SpineGeometry:
+    """What straightening needs of a study's measurement: each vertebra's frame, the isolated
+    bodies, which vertebrae are usable, and the height-loss maps against the training-free
+    reference (the HGAM prior).
+
+    From a graded result (:meth:`from_result`, for training data) or from the measured
+    vertebrae a reference estimator receives (:meth:`from_measurement`); both give the same
+    values for the same measurement.
+    """
+
+    subject: str
+    frames: dict[int, LocalFrame]
+    bodies: NDArray[np.integer]
+    usable: dict[int, bool]
+    loss_maps: dict[int, LossMap]
+
+    @classmethod
+    def from_result(cls, result: SpineResult) -> SpineGeometry:
+        """From ``grade_study(study)`` (the neighbour reference's loss maps)."""
+        bad = {QCFlag.CUT_BY_FOV, QCFlag.IMPLAUSIBLE_SIZE, QCFlag.NO_BODY}
+        return cls(
+            subject=result.subject,
+            frames={v.label: v.frame for v in result.vertebrae if v.frame is not None},
+            bodies=result.bodies,
+            usable={
+                v.label: v.heights_mm is not None and not bad & set(v.flags)
+                for v in result.vertebrae
+            },
+            loss_maps={v.label: v.loss_map for v in result.vertebrae if v.loss_map is not None},
+        )
+
+    @classmethod
+    def from_measurement(
+        cls, vertebrae: Sequence[MeasuredVertebra], context: ReferenceContext
+    ) -> SpineGeometry:
+        """From what :func:`vertgrade.grade_study` hands a reference estimator."""
+        maps = {}
+        for mv in vertebrae:
+            ref = context.neighbour_references.get(mv.label)
+            if (
+                mv.heights is None
+                or mv.height_map is None
+                or mv.heights_map_mm is None
+                or ref is None
+                or ref.heights is None
+                or ref.height_map_mm is None
+            ):
+                continue
+            maps[mv.label] = loss_map(mv.heights_map_mm, ref.height_map_mm, mv.height_map)
+        return cls(
+            subject=context.study.subject,
+            frames={mv.label: mv.frame for mv in vertebrae if mv.frame is not None},
+            bodies=context.bodies,
+            usable={mv.label: mv.usable for mv in vertebrae},
+            loss_maps=maps,
+        )
+
+
 def straighten_spine(
     study: Study,
-    core: SpineResult,
+    geometry: SpineGeometry,
     *,
     step_mm: float = 1.0,
     half_width_mm: float = 64.0,
@@ -409,8 +477,8 @@ def straighten_spine(
     ----------
     study : Study
         With a CT (the synthesis works on intensities).
-    core : SpineResult
-        ``grade_study(study)``: frames, isolated bodies and height-loss maps.
+    geometry : SpineGeometry
+        Frames, isolated bodies, usable vertebrae and height-loss maps.
     step_mm : float
         Sample spacing along every axis.
     half_width_mm : float
@@ -428,7 +496,7 @@ def straighten_spine(
         raise InputError(
             study.inputs.get("labels"), "the learned synthesis needs a CT, not labels alone"
         )
-    frames = {v.label: v.frame for v in core.vertebrae if v.frame is not None}
+    frames = geometry.frames
     order = anatomical_order(list(frames))
     if not order:
         raise InputError(study.inputs.get("labels"), "no vertebra with a frame to straighten")
@@ -461,17 +529,14 @@ def straighten_spine(
         ct[r] = _window(vals, window_hu)
 
     # bodies: each label's mask smoothed by <= 1 voxel, sampled over rows about its centre
-    bodies = core.bodies
+    bodies = geometry.bodies
     objects = find_objects(bodies)
     best = np.zeros((n_rows, n_in, n_in), np.float32)
     owner = np.zeros((n_rows, n_in, n_in), np.uint8)
     sigma = np.minimum(1.0, 1.0 / spacing)
     margin = np.ceil(3 * sigma).astype(int) + 1
     extents: dict[int, VertebraExtent] = {}
-    bad_flags = {"cut_by_fov", "implausible_size", "no_body"}
-    usable = {
-        v.label: v.heights_mm is not None and not bad_flags & set(v.flags) for v in core.vertebrae
-    }
+    usable = geometry.usable
     for k in order:
         sl = objects[k - 1] if k - 1 < len(objects) else None
         if sl is None:
@@ -507,9 +572,9 @@ def straighten_spine(
             usable=bool(usable.get(k, False)),
         )
     body = np.rint(np.clip(best, 0, 1) * 255).astype(np.uint8)
-    prior = _prior(core, extents, t, inplane, origins, axes, owner, body, step_mm)
+    prior = _prior(geometry, extents, t, inplane, origins, axes, owner, body, step_mm)
     return StraightenedSpine(
-        subject=core.subject,
+        subject=geometry.subject,
         step_mm=float(step_mm),
         t_mm=t,
         ap_mm=inplane.copy(),
@@ -526,7 +591,7 @@ def straighten_spine(
 
 
 def _prior(
-    core: SpineResult,
+    geometry: SpineGeometry,
     extents: dict[int, VertebraExtent],
     t: NDArray[np.float64],
     inplane: NDArray[np.float64],
@@ -536,15 +601,17 @@ def _prior(
     body: NDArray[np.uint8],
     step_mm: float,
 ) -> NDArray[np.uint8]:
-    """HGAM prior: 1 - the core's height loss at each body voxel's column (1 elsewhere)."""
+    """HGAM prior: 1 - the training-free reference's height loss at each body voxel's column (1
+    elsewhere)."""
     prior = np.full(owner.shape, 255, np.uint8)
-    for v in core.vertebrae:
-        if v.loss_map is None or v.frame is None or v.label not in extents:
+    for label, lm in geometry.loss_maps.items():
+        frame = geometry.frames.get(label)
+        if frame is None or label not in extents:
             continue
-        e = extents[v.label]
+        e = extents[label]
         r0 = int(np.clip(np.floor((e.t_top_mm - 3 - t[0]) / step_mm), 0, t.size))
         r1 = int(np.clip(np.ceil((e.t_bottom_mm + 3 - t[0]) / step_mm) + 1, 0, t.size))
-        idx = np.argwhere((owner[r0:r1] == v.label) & (body[r0:r1] >= 128))
+        idx = np.argwhere((owner[r0:r1] == label) & (body[r0:r1] >= 128))
         if idx.size == 0:
             continue
         rr = idx[:, 0] + r0
@@ -553,8 +620,7 @@ def _prior(
             + inplane[idx[:, 1]][:, None] * axes[rr, 1]
             + inplane[idx[:, 2]][:, None] * axes[rr, 2]
         )
-        local = v.frame.to_local(world)
-        lm = v.loss_map
+        local = frame.to_local(world)
         step = float(lm.ap_mm[1] - lm.ap_mm[0])
         ia = np.rint((local[:, 1] - lm.ap_mm[0]) / step).astype(int)
         il = np.rint((local[:, 2] - lm.lr_mm[0]) / step).astype(int)

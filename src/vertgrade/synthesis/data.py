@@ -42,8 +42,10 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from vertgrade.errors import InputError
+from vertgrade.pipeline import grade_study
 from vertgrade.synthesis.config import Pass, SynthesisConfig
 from vertgrade.synthesis.crops import (
+    SpineGeometry,
     StraightenedSpine,
     VertebraExtent,
     spine_summary,
@@ -61,7 +63,6 @@ __all__ = [
     "held_out_subjects",
     "load_samples",
     "make_slices",
-    "read_grades",
     "samples_subjects",
     "slice_positions",
     "spine_from_study",
@@ -379,23 +380,6 @@ class SliceDataset:
 # --- samples on disk ------------------------------------------------------------------------
 
 
-def read_grades(path: str | Path) -> dict[str, dict[int, int]]:
-    """Genant grades from a CSV (columns ``subject``, ``label`` or ``level``, ``grade`` or
-    ``genant_grade``), read by :func:`vertgrade.evaluate.read_grades`.
-
-    Returns
-    -------
-    dict
-        subject -> {label: grade}.
-    """
-    from vertgrade.evaluate import read_grades as read_rows
-
-    out: dict[str, dict[int, int]] = {}
-    for row in read_rows(path):
-        out.setdefault(row.subject, {})[row.label] = row.grade
-    return out
-
-
 def spine_from_study(
     study: Any,
     *,
@@ -406,12 +390,10 @@ def spine_from_study(
 ) -> StraightenedSpine:
     """Grade a study with the core pipeline (frames, bodies, height-loss maps) and straighten
     it (:func:`vertgrade.synthesis.crops.straighten_spine`)."""
-    from vertgrade.pipeline import grade_study
-
     core = grade_study(study)
     return straighten_spine(
         study,
-        core,
+        SpineGeometry.from_result(core),
         step_mm=step_mm,
         half_width_mm=half_width_mm,
         window_hu=window_hu,
@@ -441,8 +423,8 @@ def build_samples(
         VerSe subject folders, CT files with labels found by :func:`vertgrade.load_study`, or
         ``(ct, labels)`` pairs.
     grades : path or mapping
-        A grades CSV (:func:`read_grades`) or subject -> {label: grade}. Only graded vertebrae
-        can be training targets; the others are context.
+        A grades CSV (:func:`vertgrade.io.grades.read_grades`) or subject -> {label: grade}.
+        Only graded vertebrae can be training targets; the others are context.
     out_dir : path
         The samples folder: ``<subject>.npz`` per study and ``samples.json``.
     force : bool
@@ -455,14 +437,14 @@ def build_samples(
     Path
         ``out_dir / "samples.json"``.
     """
-    from vertgrade import __version__
-    from vertgrade.io._atomic import staged_files
-    from vertgrade.io.study import load_study
-    from vertgrade.report.writers import check_output_dir
+    from vertgrade._version import __version__
+    from vertgrade.io.files import check_output_dir, staged_files
+    from vertgrade.io.grades import grades_by_subject, read_grades
+    from vertgrade.io.load import load_study
 
     out = check_output_dir(out_dir, force=force)
     created = not out.exists()
-    table = read_grades(grades) if isinstance(grades, (str, Path)) else grades
+    table = grades_by_subject(read_grades(grades)) if isinstance(grades, (str, Path)) else grades
     entries: dict[str, Any] = {}
     # Every file is written to a staging folder and moved into place only when all studies
     # have been read: a bad study (unreadable, a subject given twice) leaves the folder as it was.

@@ -35,8 +35,8 @@ import torch
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from vertgrade.geometry.thirds import THIRDS, footprint_thirds
 from vertgrade.morphometry import height_map_from_profiles, region_heights
-from vertgrade.regions import REGIONS, footprint_regions
 from vertgrade.synthesis.config import Pass, SynthesisConfig
 from vertgrade.synthesis.crops import StraightenedSpine
 from vertgrade.synthesis.data import Replacement, SliceBatch, make_slices, slice_positions
@@ -174,11 +174,11 @@ def largest_loss(
     fp = np.isfinite(measured)
     if fp.sum() < 20:
         return None
-    regions = footprint_regions(fp, step_mm=step_mm)
+    regions = footprint_thirds(fp, step_mm=step_mm)
     hm = region_heights(measured, regions)
     hr = region_heights(np.where(fp, reference, np.nan), regions)
     losses = []
-    for r in REGIONS:
+    for r in THIRDS:
         m, ref = hm.get(r), hr.get(r)
         if m is None or ref is None or ref <= 0:
             return None

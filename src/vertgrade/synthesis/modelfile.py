@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vertgrade.errors import ModelFileError
-from vertgrade.io._atomic import atomic_path
+from vertgrade.io.files import atomic_path
 from vertgrade.io.nifti import file_sha256
 from vertgrade.synthesis.config import SynthesisConfig, config_from_dict
 
@@ -49,7 +49,7 @@ MODEL_FORMAT_VERSION = 1
 
 
 def _version() -> str:
-    from vertgrade import __version__
+    from vertgrade._version import __version__
 
     return __version__
 

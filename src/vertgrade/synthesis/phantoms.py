@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from vertgrade.io.study import study_from_arrays
+from vertgrade.io.load import study_from_arrays
 from vertgrade.phantom import Phantom, make_phantom
+from vertgrade.study import Study
 from vertgrade.synthesis.crops import StraightenedSpine
 from vertgrade.synthesis.data import spine_from_study
-from vertgrade.volume import Study
 
 __all__ = ["PhantomSubject", "phantom_spines", "phantom_subject"]
 

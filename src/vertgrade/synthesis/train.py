@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from vertgrade.errors import InputError, OutputError
-from vertgrade.io._atomic import atomic_path, write_text_atomic
+from vertgrade.io.files import atomic_path, write_text_atomic
 from vertgrade.synthesis.config import SynthesisConfig, named_config
 from vertgrade.synthesis.crops import StraightenedSpine
 from vertgrade.synthesis.data import SliceBatch, SliceDataset, load_samples

@@ -1,9 +1,8 @@
-"""Reading DICOM: a CT series into a canonical :class:`~vertgrade.volume.Volume`, and a DICOM
-SEG into VerSe labels on the CT's grid.
+"""Reading a DICOM CT series into a canonical :class:`~vertgrade.study.Volume`.
 
 DICOM's patient coordinate system is LPS+ (x towards the patient's left, y posterior, z towards
-the head); vertgrade's world is RAS+. This module is the one place where the two meet: every
-affine it returns maps voxels to RAS+ millimetres, exactly as
+the head); vertgrade's world is RAS+. :func:`lps_to_ras` is the one place where the two meet:
+every affine this package returns maps voxels to RAS+ millimetres, exactly as
 :func:`vertgrade.io.nifti.read_volume` does for NIfTI.
 
 Reading a series
@@ -12,7 +11,7 @@ A folder (searched recursively) may hold several series; :func:`list_series` lis
 :func:`read_dicom_series` reads one. Slices are ordered by their ImagePositionPatient projected
 on the slice normal (the cross product of the ImageOrientationPatient row and column
 directions), never by file name or InstanceNumber. The voxel grid of the input
-(:class:`~vertgrade.volume.GridInfo`) is ``(column, row, slice)``: index ``i`` runs along a row
+(:class:`~vertgrade.study.GridInfo`) is ``(column, row, slice)``: index ``i`` runs along a row
 (the first ImageOrientationPatient vector), ``j`` down a column and ``k`` along the sorted
 slices; outputs mapped back with ``GridInfo.to_input_grid`` land on that grid.
 
@@ -47,37 +46,27 @@ multi-frame (Enhanced) CT                     :class:`InputError` (not read yet)
 Pixel values are converted to HU with each image's RescaleSlope and RescaleIntercept. The array
 keeps ``int16`` where every value is a whole number in its range (the common case: slope 1,
 integer intercept), else ``float32``, matching what NIfTI reading gives.
-
-Reading a DICOM SEG as labels
------------------------------
-:func:`read_dicom_seg` maps each segment to a VerSe label, first by its segmented property type
-(the SNOMED CT codes of the vertebrae, e.g. ``66794005`` "L1 vertebra"), then by its label text
-(``"L1"``, ``"vertebrae_L1"``, ``"L1 vertebra"``, ``"L1 vertebral body"``...). Segments that
-match neither are left out, with a note (a TotalSegmentator SEG also holds organs). Only where
-no segment matches at all are segment numbers read as VerSe label ids (1-7 C1-C7, 8-19
-T1-T12, 20-24 L1-L5, 25 L6, 26 S1, 28 T13), which is the convention of a SEG converted from a
-VerSe label map with one segment per label value.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+import dataclasses
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
 from vertgrade.errors import InputError
-from vertgrade.io.nifti import _check_ct, file_sha256, read_volume
-from vertgrade.levels import VERSE_LABELS, label_id, level_name
-from vertgrade.volume import GridInfo, Study, Volume
+from vertgrade.io._messages import short_reason
+from vertgrade.io.dicom._header import has_preamble, read_dataset, tag_text
+from vertgrade.io.labels import check_ct
+from vertgrade.study import GridInfo, Volume
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -85,60 +74,22 @@ if TYPE_CHECKING:
 __all__ = [
     "CT_IMAGE_STORAGE",
     "MAX_FILLED_GAP_MM",
-    "SEGMENTATION_STORAGE",
-    "VERTEBRA_SCT_CODES",
     "DicomGeometryWarning",
     "SeriesInfo",
     "SourceInstance",
     "is_dicom_path",
     "list_series",
-    "load_dicom_study",
     "lps_to_ras",
-    "read_dicom_seg",
     "read_dicom_series",
-    "segment_label_to_verse",
 ]
 
 #: SOP Class UID of CT Image Storage (PS3.4 B.5): classic single-frame CT images.
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-#: SOP Class UIDs of Segmentation Storage and Label Map Segmentation Storage (PS3.4 B.5).
-SEGMENTATION_STORAGE = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
 _MULTIFRAME_CT = {
     "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
     "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
 }
 
-#: SNOMED CT codes of the vertebrae (DICOM CID 7602 "Vertebral Anatomic Structure"), by VerSe
-#: label; S1 (label 26, the sacrum in VerSe) is coded as the sacrum (54735007). T13 and L6 have
-#: no code there.
-VERTEBRA_SCT_CODES: dict[int, tuple[str, str]] = {
-    1: ("14806007", "C1 vertebra"),
-    2: ("39976000", "C2 vertebra"),
-    3: ("113205007", "C3 vertebra"),
-    4: ("5329002", "C4 vertebra"),
-    5: ("36978003", "C5 vertebra"),
-    6: ("36054005", "C6 vertebra"),
-    7: ("87391001", "C7 vertebra"),
-    8: ("64864005", "T1 vertebra"),
-    9: ("53733008", "T2 vertebra"),
-    10: ("1626008", "T3 vertebra"),
-    11: ("73071006", "T4 vertebra"),
-    12: ("56401006", "T5 vertebra"),
-    13: ("45296009", "T6 vertebra"),
-    14: ("62487009", "T7 vertebra"),
-    15: ("11068009", "T8 vertebra"),
-    16: ("82687006", "T9 vertebra"),
-    17: ("7610001", "T10 vertebra"),
-    18: ("12989004", "T11 vertebra"),
-    19: ("23215003", "T12 vertebra"),
-    20: ("66794005", "L1 vertebra"),
-    21: ("14293000", "L2 vertebra"),
-    22: ("36470004", "L3 vertebra"),
-    23: ("11994002", "L4 vertebra"),
-    24: ("49668003", "L5 vertebra"),
-    26: ("54735007", "Sacrum"),
-}
-_SCT_TO_LABEL = {code: label for label, (code, _) in VERTEBRA_SCT_CODES.items()}
 
 # --- tolerances ------------------------------------------------------------------------------
 # Direction cosines are written as decimal strings (DS, at most 16 characters); images of one
@@ -252,15 +203,6 @@ class SeriesInfo:
 # ---------------------------------------------------------------------------------------------
 
 
-def _has_preamble(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
-
-
 def _candidate_files(folder: Path) -> Iterator[Path]:
     for p in sorted(folder.rglob("*")):
         if p.is_file() and not p.name.startswith(".") and p.name.upper() != "DICOMDIR":
@@ -276,13 +218,13 @@ def is_dicom_path(path: str | Path, *, max_files: int = 64) -> bool:
     """
     p = Path(path)
     if p.is_file():
-        return _has_preamble(p)
+        return has_preamble(p)
     if not p.is_dir():
         return False
     for n, f in enumerate(_candidate_files(p)):
         if n >= max_files:
             return False
-        if _has_preamble(f):
+        if has_preamble(f):
             return True
     return False
 
@@ -300,12 +242,12 @@ def _scan(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
     n_files = 0
     for p in _candidate_files(folder):
         n_files += 1
-        if not _has_preamble(p):
+        if not has_preamble(p):
             continue
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as err:
-            raise InputError(p, f"cannot be read as DICOM ({_short(err)})") from err
+            raise InputError(p, f"cannot be read as DICOM ({short_reason(err)})") from err
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         if not uid:
             if "DirectoryRecordSequence" in ds:  # a DICOMDIR under another name
@@ -317,16 +259,6 @@ def _scan(folder: Path) -> dict[str, list[tuple[Path, Dataset]]]:
         what = what if n_files else "no files"
         raise InputError(folder, f"holds no DICOM series ({what})")
     return series
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text[:200]
-
-
-def _str(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value).strip()
 
 
 def _int_or_none(ds: Dataset, keyword: str) -> int | None:
@@ -361,24 +293,24 @@ def _series_info(folder: Path, items: list[tuple[Path, Dataset]]) -> SeriesInfo:
     iops = [o for o in (_iop(ds) for _, ds in items) if o is not None]
     return SeriesInfo(
         folder=folder,
-        study_instance_uid=_str(first, "StudyInstanceUID"),
-        series_instance_uid=_str(first, "SeriesInstanceUID"),
-        modality=_str(first, "Modality") or "unknown",
-        series_description=_str(first, "SeriesDescription"),
+        study_instance_uid=tag_text(first, "StudyInstanceUID"),
+        series_instance_uid=tag_text(first, "SeriesInstanceUID"),
+        modality=tag_text(first, "Modality") or "unknown",
+        series_description=tag_text(first, "SeriesDescription"),
         series_number=_int_or_none(first, "SeriesNumber"),
         n_images=len(items),
         orientation=_orientation_name(iops),
-        frame_of_reference_uid=_str(first, "FrameOfReferenceUID"),
-        patient_id=_str(first, "PatientID"),
-        patient_name=_str(first, "PatientName"),
-        study_id=_str(first, "StudyID"),
-        accession_number=_str(first, "AccessionNumber"),
-        study_date=_str(first, "StudyDate"),
+        frame_of_reference_uid=tag_text(first, "FrameOfReferenceUID"),
+        patient_id=tag_text(first, "PatientID"),
+        patient_name=tag_text(first, "PatientName"),
+        study_id=tag_text(first, "StudyID"),
+        accession_number=tag_text(first, "AccessionNumber"),
+        study_date=tag_text(first, "StudyDate"),
         instances=tuple(
             SourceInstance(
                 path=p,
-                sop_class_uid=_str(ds, "SOPClassUID"),
-                sop_instance_uid=_str(ds, "SOPInstanceUID"),
+                sop_class_uid=tag_text(ds, "SOPClassUID"),
+                sop_instance_uid=tag_text(ds, "SOPInstanceUID"),
                 instance_number=_int_or_none(ds, "InstanceNumber"),
             )
             for p, ds in items
@@ -623,13 +555,9 @@ def _stack_geometry(folder: Path, items: list[tuple[Path, Dataset]]) -> _Stack:
 
 def _decode(path: Path) -> tuple[NDArray[np.generic], float, float]:
     """Raw pixel array of one image and its rescale slope and intercept."""
-    import pydicom
     from pydicom.uid import UID
 
-    try:
-        ds = pydicom.dcmread(path)
-    except Exception as err:  # pydicom raises many types for damaged files
-        raise InputError(path, f"cannot be read as DICOM ({_short(err)})") from err
+    ds = read_dataset(path, pixels=True)
     if "PixelData" not in ds:
         raise InputError(path, "has no pixel data")
     ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")))
@@ -650,7 +578,9 @@ def _decode(path: Path) -> tuple[NDArray[np.generic], float, float]:
     try:
         arr = ds.pixel_array
     except Exception as err:  # decoders raise many types
-        raise InputError(path, f"pixel data ({ts.name}) cannot be decoded: {_short(err)}") from err
+        raise InputError(
+            path, f"pixel data ({ts.name}) cannot be decoded: {short_reason(err)}"
+        ) from err
     if int(ds.get("SamplesPerPixel", 1)) != 1 or arr.ndim != 2:
         raise InputError(path, f"is not a single grey-level image (pixel array {arr.shape})")
     slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
@@ -687,7 +617,7 @@ def _read_pixels(
         w = (k - lo) / (hi - lo)
         filled = (1 - w) * data[:, :, lo].astype(np.float64) + w * data[:, :, hi]
         data[:, :, k] = np.rint(filled) if data.dtype == np.int16 else filled
-    return _check_ct(folder, data)
+    return check_ct(folder, data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,28 +630,22 @@ def _read_series(
 ) -> tuple[Volume, GridInfo, SeriesInfo, tuple[str, ...]]:
     path = Path(path)
     if path.is_file():
-        if not _has_preamble(path):
+        if not has_preamble(path):
             raise InputError(path, "is not a DICOM file (no DICM marker after the preamble)")
         if series_uid is None:
-            import pydicom
-
-            try:
-                head = pydicom.dcmread(path, stop_before_pixels=True)
-            except Exception as err:  # pydicom raises many types for damaged files
-                raise InputError(path, f"cannot be read as DICOM ({_short(err)})") from err
-            series_uid = _str(head, "SeriesInstanceUID")
+            series_uid = tag_text(read_dataset(path, pixels=False), "SeriesInstanceUID")
         path = path.parent
     folder = path
     groups = _scan(folder)
     items = _choose_series(folder, groups, series_uid)
-    modality = _str(items[0][1], "Modality") or "unknown"
+    modality = tag_text(items[0][1], "Modality") or "unknown"
     if modality != "CT":
         raise InputError(
             folder,
-            f"series {_str(items[0][1], 'SeriesInstanceUID')} has modality {modality}; "
+            f"series {tag_text(items[0][1], 'SeriesInstanceUID')} has modality {modality}; "
             "vertgrade reads CT series only",
         )
-    classes = {_str(ds, "SOPClassUID") for _, ds in items}
+    classes = {tag_text(ds, "SOPClassUID") for _, ds in items}
     multi = sorted(_MULTIFRAME_CT[c] for c in classes if c in _MULTIFRAME_CT)
     if multi or any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for _, ds in items):
         kind = multi[0] if multi else "multi-frame images"
@@ -741,18 +665,12 @@ def _read_series(
     grid = GridInfo(shape=shape, affine=affine, ornt=ornt)
 
     info = _series_info(folder, [items[i] for i in stack.order])
-    info = _replace(info, slice_index=tuple(int(k) for k in stack.k), notes=stack.notes)
+    info = dataclasses.replace(info, slice_index=tuple(int(k) for k in stack.k), notes=stack.notes)
     return Volume(canonical, can_affine, "ct", folder), grid, info, stack.warnings
 
 
-def _replace(info: SeriesInfo, **changes: Any) -> SeriesInfo:
-    import dataclasses
-
-    return dataclasses.replace(info, **changes)
-
-
 def read_dicom_series(
-    folder: str | Path, *, series_uid: str | None = None
+    folder: str | Path, *, series_uid: str | None = None, stacklevel: int = 2
 ) -> tuple[Volume, GridInfo, SeriesInfo]:
     """Read one CT series, validate its geometry and reorient it to canonical (RAS+) order.
 
@@ -764,6 +682,9 @@ def read_dicom_series(
     series_uid : str, optional
         SeriesInstanceUID of the series to read; needed when the folder holds several CT
         series.
+    stacklevel : int
+        Where the warnings point, as for :func:`warnings.warn`: 2 is the caller of this
+        function; a reader that wraps it passes 3 to point at its own caller.
 
     Returns
     -------
@@ -788,298 +709,5 @@ def read_dicom_series(
     """
     vol, grid, info, warns = _read_series(folder, series_uid)
     for msg in warns:
-        warnings.warn(f"{info.folder}: {msg}", DicomGeometryWarning, stacklevel=2)
+        warnings.warn(f"{info.folder}: {msg}", DicomGeometryWarning, stacklevel=stacklevel)
     return vol, grid, info
-
-
-# ---------------------------------------------------------------------------------------------
-# DICOM SEG
-# ---------------------------------------------------------------------------------------------
-
-_LEVEL_IN_TEXT = re.compile(
-    r"(?:^|[^A-Za-z0-9])(?:vertebrae?[_\s-]*)?([CTL])[_\s-]?(\d{1,2})(?![0-9])", re.IGNORECASE
-)
-_SACRUM_TEXT = re.compile(r"(?:^|[^A-Za-z])(sacrum|S1)(?![0-9A-Za-z])", re.IGNORECASE)
-
-
-def segment_label_to_verse(text: str) -> int | None:
-    """VerSe label of a segment label such as ``"L1"``, ``"vertebrae_T12"``,
-    ``"L1 vertebral body"`` or ``"Sacrum"``; ``None`` where the text names no vertebra.
-
-    >>> [segment_label_to_verse(t) for t in ("L1", "vertebrae_T12", "C 7", "sacrum", "liver")]
-    [20, 19, 7, 26, None]
-    """
-    m = _LEVEL_IN_TEXT.search(text)
-    if m is not None:
-        try:
-            return label_id(f"{m.group(1)}{int(m.group(2))}")
-        except ValueError:
-            return None
-    if _SACRUM_TEXT.search(text):
-        return label_id("S1")
-    return None
-
-
-def _segment_labels(path: Path, seg: Any, notes: list[str]) -> dict[int, int]:
-    """Segment number -> VerSe label."""
-    mapping: dict[int, int] = {}
-    unmatched: list[str] = []
-    numbers: list[int] = []
-    for item in seg.SegmentSequence:
-        number = int(item.SegmentNumber)
-        numbers.append(number)
-        text = str(item.get("SegmentLabel", "") or "")
-        label: int | None = None
-        for code in item.get("SegmentedPropertyTypeCodeSequence", []):
-            if str(code.get("CodingSchemeDesignator", "")) in ("SCT", "SRT"):
-                label = _SCT_TO_LABEL.get(str(code.get("CodeValue", "")))
-        if label is None:
-            label = segment_label_to_verse(text)
-        if label is None:
-            unmatched.append(f"{number} '{text}'")
-        else:
-            twins = [n for n, lab in mapping.items() if lab == label]
-            if twins:  # e.g. TotalSegmentator's "sacrum" and "vertebrae_S1"
-                notes.append(
-                    f"SEG segments {twins[0]} and {number} both name {level_name(label)}: merged"
-                )
-            mapping[number] = label
-    if mapping:
-        if unmatched:
-            notes.append(
-                f"{len(unmatched)} SEG segments name no vertebra and were left out: "
-                + ", ".join(unmatched[:8])
-                + (" ..." if len(unmatched) > 8 else "")
-            )
-        return mapping
-    bad = [n for n in numbers if n not in VERSE_LABELS]
-    if bad:
-        raise InputError(
-            path,
-            f"no segment names a vertebra (labels {', '.join(unmatched[:6])}) and segment "
-            f"numbers {bad} are not VerSe label ids, so the segments cannot be mapped to "
-            "vertebrae",
-        )
-    notes.append("SEG segment numbers read as VerSe label ids (no segment names a vertebra)")
-    return {n: n for n in numbers}
-
-
-def _labels_onto(src: Volume, ref: Volume) -> NDArray[np.generic]:
-    """Nearest-neighbour resampling of a label volume onto ``ref``'s grid (same world space).
-
-    The source is padded with one voxel of background first and sampled with edge
-    replication, so that reference voxels that fall on the source's outermost voxel centres
-    (up to rounding of the affines) keep their label instead of dropping to background.
-    """
-    from scipy import ndimage
-
-    m = np.linalg.inv(src.affine) @ ref.affine
-    padded = np.pad(np.asarray(src.array), 1)
-    out: NDArray[np.generic] = ndimage.affine_transform(
-        padded, m[:3, :3], m[:3, 3] + 1.0, output_shape=ref.shape, order=0, mode="nearest"
-    )
-    return out
-
-
-def read_dicom_seg(
-    path: str | Path,
-    reference: Volume,
-    *,
-    frame_of_reference_uid: str | None = None,
-    notes: list[str] | None = None,
-) -> Volume:
-    """Read a DICOM SEG as VerSe vertebra labels, resampled onto a reference grid.
-
-    Parameters
-    ----------
-    path : path
-        A DICOM Segmentation (binary, fractional or label-map).
-    reference : Volume
-        The grid to resample onto (normally the CT); nearest neighbour.
-    frame_of_reference_uid : str, optional
-        The CT's FrameOfReferenceUID; a SEG in another frame of reference is refused.
-    notes : list of str, optional
-        Receives what reading did (segments left out, numbering convention used).
-
-    Returns
-    -------
-    Volume
-        ``uint8`` labels (VerSe numbering) on ``reference``'s grid, kind ``"labels"``.
-
-    Raises
-    ------
-    InputError
-        Not a DICOM SEG, another frame of reference, no segment mappable to a vertebra, or no
-        labelled voxel inside the reference.
-    """
-    import highdicom as hd
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "no such file" if not path.exists() else "is not a file")
-    if not _has_preamble(path):
-        raise InputError(path, "is not a DICOM file (no DICM marker after the preamble)")
-    import pydicom
-
-    try:
-        head = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as err:  # pydicom raises many types for damaged files
-        raise InputError(path, f"cannot be read as DICOM ({_short(err)})") from err
-    if str(head.get("SOPClassUID", "")) not in SEGMENTATION_STORAGE:
-        raise InputError(
-            path,
-            f"is a DICOM {_str(head, 'Modality') or 'object'} ({head.get('SOPClassUID', '?')}), "
-            "not a Segmentation (SEG)",
-        )
-    for_uid = _str(head, "FrameOfReferenceUID")
-    if frame_of_reference_uid and for_uid and for_uid != frame_of_reference_uid:
-        raise InputError(
-            path,
-            f"SEG is in frame of reference {for_uid}, the CT in {frame_of_reference_uid}: they "
-            "are not in the same patient space",
-        )
-    try:
-        seg = hd.seg.segread(path)
-    except Exception as err:  # highdicom raises many types for invalid objects
-        raise InputError(path, f"cannot be read as a DICOM SEG ({_short(err)})") from err
-    own_notes: list[str] = []
-    mapping = _segment_labels(path, seg, own_notes)
-    fractional = str(seg.get("SegmentationType", "")) == "FRACTIONAL"
-    out = np.zeros(reference.shape, np.uint8)
-    try:
-        if fractional:
-            for number, label in mapping.items():
-                v = seg.get_volume(segment_numbers=[number], combine_segments=False)
-                mask = (np.asarray(v.array)[..., 0] >= 0.5).astype(np.uint8)
-                res = _labels_onto(Volume(mask, lps_to_ras(v.affine), "labels", path), reference)
-                out[res.astype(bool)] = label
-        else:
-            v = seg.get_volume(
-                segment_numbers=sorted(mapping),
-                combine_segments=True,
-                relabel=False,
-                skip_overlap_checks=True,
-            )
-            numbers = np.asarray(v.array)
-            lut = np.zeros(max(int(numbers.max()), max(mapping)) + 1, np.uint8)
-            for number, label in mapping.items():
-                lut[number] = label
-            src = Volume(lut[numbers], lps_to_ras(v.affine), "labels", path)
-            out = _labels_onto(src, reference).astype(np.uint8)
-    except InputError:
-        raise
-    except Exception as err:  # highdicom: frames that do not form one regular volume
-        raise InputError(
-            path, f"SEG frames do not form one regular volume ({_short(err)})"
-        ) from err
-    if not out.any():
-        raise InputError(path, "SEG has no vertebra voxel inside the CT")
-    if notes is not None:
-        notes.extend(own_notes)
-    return Volume(out, reference.affine, "labels", path)
-
-
-# ---------------------------------------------------------------------------------------------
-# A whole study from DICOM
-# ---------------------------------------------------------------------------------------------
-
-
-def _series_checksum(info: SeriesInfo) -> str:
-    h = hashlib.sha256()
-    for inst in info.instances:
-        h.update(f"{inst.sop_instance_uid}:{file_sha256(inst.path)}\n".encode())
-    return h.hexdigest()
-
-
-def load_dicom_study(
-    ct: str | Path,
-    labels: str | Path | None,
-    *,
-    series_uid: str | None = None,
-    bodies: str | Path | None = None,
-    label_format: Literal["auto", "verse", "totalseg-total"] = "auto",
-    subject: str | None = None,
-) -> tuple[Study, SeriesInfo]:
-    """Load a study whose CT is a DICOM series, with labels as NIfTI or DICOM SEG.
-
-    Parameters
-    ----------
-    ct : path
-        Folder of the DICOM series (see :func:`read_dicom_series`).
-    labels : path
-        Vertebra labels (required; ``None`` is an :class:`InputError`): a NIfTI file in the
-        same patient space (resampled onto the CT grid where its grid differs, as
-        :func:`vertgrade.load_study` does), or a DICOM SEG (:func:`read_dicom_seg`).
-    series_uid : str, optional
-        The series to read where the folder holds several.
-    bodies : path, optional
-        A vertebral-body mask NIfTI (1 = body), as for :func:`vertgrade.load_study`.
-    label_format : {"auto", "verse", "totalseg-total"}
-        How NIfTI label ids are read (ignored for a SEG).
-    subject : str, optional
-        Subject id; default the folder's name (never a DICOM identifier, which may identify
-        the patient).
-
-    Returns
-    -------
-    study : Study
-        As :func:`vertgrade.load_study` gives it; ``inputs["ct"]`` is the folder and its
-        checksum covers the series' files.
-    series : SeriesInfo
-        For :func:`vertgrade.report.dicom_out.write_dicom_outputs`.
-
-    Warns
-    -----
-    DicomGeometryWarning
-        As :func:`read_dicom_series`.
-    """
-    from vertgrade.io.study import _convert_labels, _resample_onto, _same_grid, _subject_from_name
-
-    if labels is None:
-        raise InputError(ct, "no vertebra labels given (use --labels)")
-    ct_vol, grid, info, warns = _read_series(ct, series_uid)
-    for msg in warns:
-        warnings.warn(f"{info.folder}: {msg}", DicomGeometryWarning, stacklevel=2)
-    notes = [f"CT read from DICOM series {info.series_instance_uid} ({info.n_images} images)"]
-    notes.extend(info.notes)
-    lab_path = Path(labels)
-    if not lab_path.exists():
-        raise InputError(lab_path, "no such file or folder")
-    if lab_path.is_file() and _has_preamble(lab_path):
-        lab_vol = read_dicom_seg(
-            lab_path, ct_vol, frame_of_reference_uid=info.frame_of_reference_uid, notes=notes
-        )
-        notes.append("labels read from a DICOM SEG and resampled onto the CT grid")
-    else:
-        lab_vol, _ = read_volume(lab_path, kind="labels")
-        lab_vol = _convert_labels(lab_vol, label_format, notes)
-        if not _same_grid(lab_vol, ct_vol):
-            lab_vol = _resample_onto(lab_vol, ct_vol, "labels")
-            notes.append("labels resampled onto the CT grid (nearest neighbour)")
-            if not lab_vol.array.any():
-                raise InputError(lab_path, "labels do not overlap the CT: none falls inside it")
-    inputs = {"ct": info.folder, "labels": lab_path}
-    checksums = {"ct": _series_checksum(info), "labels": file_sha256(lab_path)}
-    body_vol: Volume | None = None
-    if bodies is not None:
-        bpath = Path(bodies)
-        body_vol, _ = read_volume(bpath, kind="mask")
-        if not _same_grid(body_vol, lab_vol):
-            body_vol = _resample_onto(body_vol, lab_vol, "body mask")
-        body_vol = Volume((body_vol.array == 1).astype(np.uint8), body_vol.affine, "mask", bpath)
-        if not body_vol.array.any():
-            raise InputError(bpath, "body mask has no voxel of value 1 (vertebral body)")
-        inputs["bodies"] = bpath
-        checksums["bodies"] = file_sha256(bpath)
-        notes.append("vertebral bodies taken from the given body mask")
-    study = Study(
-        labels=lab_vol,
-        grid=grid,
-        subject=subject or _subject_from_name(info.folder.name),
-        ct=ct_vol,
-        bodies=body_vol,
-        inputs=inputs,
-        checksums=checksums,
-        notes=tuple(notes),
-    )
-    return study, info

@@ -1,18 +1,22 @@
-"""Grade a cohort: thousands of studies in parallel on Dask, resumably.
+"""Run a cohort: thousands of studies graded in parallel on Dask, resumably, into one table.
 
-A cohort run finds the studies of an input folder or CSV (:func:`discover_studies`), grades each
-one exactly as ``vertgrade grade`` would (:func:`vertgrade.load_study`,
-:func:`vertgrade.grade_study`, :func:`vertgrade.report.writers.write_result`) in parallel on a
-Dask distributed cluster, and gathers every vertebra into one table (:func:`run_cohort`).
+:func:`run_cohort` takes the studies of an input folder or CSV
+(:func:`vertgrade.cohort.discover.discover_studies`), grades each one exactly as
+``vertgrade grade`` does, with the same options (:func:`vertgrade.workflow.grade_to_folder`
+with one :class:`~vertgrade.workflow.GradeOptions`: parameters, label format, reference,
+model, grader, report), in parallel on a Dask distributed cluster, and gathers every vertebra
+into one table (:mod:`vertgrade.cohort.table`).
 
 Output folder
 -------------
 ``OUT/studies/<subject>/``
-    The files ``vertgrade grade`` writes (:data:`vertgrade.report.writers.OUTPUT_FILES`:
+    The files ``vertgrade grade`` writes (:data:`vertgrade.report.files.OUTPUT_FILES`:
     ``result.json``, ``vertebrae.csv``, ``bodies.nii.gz`` ...), and ``manifest.json``: the
-    SHA-256 of each input and of the parameters (the whole :class:`GradingConfig`, the label
-    format and the vertgrade version). The folder is written under a hidden temporary name
-    beside it and renamed into place, so a finished folder is never half-written.
+    SHA-256 of each input and of the options (:func:`vertgrade.workflow.options_sha256`: the
+    whole :class:`~vertgrade.config.GradingConfig`, the label format, the reference, the model
+    and grader files, the outputs asked for) and the vertgrade version. The folder is written
+    under a hidden temporary name beside it and renamed into place, so a finished folder is
+    never half-written.
 ``OUT/vertebrae.csv``, ``OUT/vertebrae.parquet``
     One row per vertebra of every study of the run that is graded (in this run or, unchanged,
     in an earlier one), a ``subject`` column first, then the columns of each study's
@@ -45,13 +49,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
 import logging
-import math
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -60,31 +63,33 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from vertgrade._version import __version__
+from vertgrade.cohort._extras import require_extra
+from vertgrade.cohort.discover import StudySpec, check_subject
+from vertgrade.cohort.table import build_table, write_table
 from vertgrade.errors import InputError, OutputError, VertgradeError
-from vertgrade.io._atomic import atomic_path, write_text_atomic
-from vertgrade.io.study import TOTALSEG_STRUCTURE_FILE, input_checksum
-from vertgrade.pipeline import GradingConfig
-from vertgrade.report.writers import OUTPUT_FILES
-from vertgrade.result import CSV_COLUMNS
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from vertgrade.result import SpineResult
+from vertgrade.io.files import write_text_atomic
+from vertgrade.io.load import TOTALSEG_STRUCTURE_FILE, input_checksum
+from vertgrade.report.files import OUTPUT_FILES
+from vertgrade.workflow import (
+    GradeOptions,
+    LoadedModels,
+    StudyInputs,
+    grade_to_folder,
+    load_models,
+    options_sha256,
+)
 
 __all__ = [
     "FAILURE_COLUMNS",
     "MANIFEST_NAME",
     "CohortProgress",
     "CohortSummary",
-    "MissingExtraError",
     "StudyFailure",
-    "StudySpec",
-    "discover_studies",
+    "StudyStatus",
     "parameters_sha256",
-    "read_cohort_table",
     "run_cohort",
 ]
 
@@ -103,64 +108,7 @@ _TMP_MARK, _OLD_MARK = ".tmp-", ".old-"
 # The label format every cohort study is read with (load_study's default); part of the hash.
 _LABEL_FORMAT = "auto"
 
-# --- file name rules of discovery ----------------------------------------------------------
-# VerSe (Sekuboyina et al. 2021, BIDS-like): sub-<id>[_<entity>...]_ct.nii.gz in rawdata/ and
-# sub-<id>[_<entity>...]_seg-vert_msk.nii.gz in derivatives/; the part before the suffix is the
-# subject (VerSe 2020 names carry a _dir-ax / _dir-sag entity, kept in the subject).
-_VERSE_CT = re.compile(r"^(sub-.+)_ct\.nii(\.gz)?$")
-_VERSE_MASK = re.compile(r"^(sub-.+)_seg-vert_msk\.nii(\.gz)?$")
-# vertgrade phantom pairs (labels.nii.gz) and TotalSegmentator multilabel vertebra files.
-_LABEL_FILE = re.compile(r"^(labels|(.*_)?vertebrae_pp(_refined)?)\.nii(\.gz)?$", re.IGNORECASE)
-_CT_FILE = re.compile(r"^(.*_)?ct\.nii(\.gz)?$", re.IGNORECASE)
-_BODY_FILE = re.compile(r"^(.*_)?vertebrae_body\.nii(\.gz)?$", re.IGNORECASE)
-# TotalSegmentator's usual output folder: a per-structure folder of this name belongs to its
-# parent folder's subject even without a CT beside it.
-_TS_OUTPUT_FOLDER = "segmentations"
-_SUBJECT_OK = re.compile(r"^[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,199}$")
-
-# Columns of the per-study vertebrae.csv by type (every other column is numeric).
-_TEXT_COLUMNS = frozenset(
-    ["level", "status", "type", "heights_source", "flags", "reason", "reference_sources"]
-)
-# Text columns that ``SpineResult.to_records`` fills with "" rather than None.
-_EMPTY_TEXT_COLUMNS = frozenset(["flags", "reference_sources"])
-
 StudyStatus = Literal["graded", "skipped", "failed"]
-
-
-class MissingExtraError(VertgradeError, ImportError):
-    """An optional dependency of a feature is not installed; the message says what to install."""
-
-
-# --- values --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """Where one study's files are.
-
-    Attributes
-    ----------
-    subject : str
-        Subject id; also the name of the study's result folder (no path separators, not hidden).
-    ct : Path or None
-        The CT (NIfTI, HU); ``None`` for a labels-only study.
-    labels : Path
-        Vertebra instance labels: a NIfTI file or a folder of TotalSegmentator
-        ``vertebrae_*.nii.gz`` files.
-    bodies : Path or None
-        A vertebral-body mask (TotalSegmentator ``vertebrae_body``: 1 = body), if any.
-    """
-
-    subject: str
-    ct: Path | None
-    labels: Path
-    bodies: Path | None = None
-
-    def inputs(self) -> dict[str, Path]:
-        """Role (``ct``, ``labels``, ``bodies``) -> path of every input given."""
-        roles = {"ct": self.ct, "labels": self.labels, "bodies": self.bodies}
-        return {role: p for role, p in roles.items() if p is not None}
 
 
 @dataclass(frozen=True)
@@ -233,14 +181,17 @@ class CohortSummary:
 
     @property
     def table_csv(self) -> Path:
+        """``OUT/vertebrae.csv``: the cohort table as CSV."""
         return self.out_dir / "vertebrae.csv"
 
     @property
     def table_parquet(self) -> Path:
+        """``OUT/vertebrae.parquet``: the cohort table, column types kept."""
         return self.out_dir / "vertebrae.parquet"
 
     @property
     def failures_csv(self) -> Path:
+        """``OUT/failures.csv``: the studies that could not be graded."""
         return self.out_dir / "failures.csv"
 
 
@@ -254,269 +205,25 @@ class _Outcome:
     seconds: float = 0.0
 
 
-# --- discovery -----------------------------------------------------------------------------
-
-
-def discover_studies(input: str | os.PathLike[str]) -> list[StudySpec]:
-    """The studies of a cohort input: a folder to search, or a CSV that lists them.
-
-    Parameters
-    ----------
-    input : path-like
-        A folder, searched recursively (hidden files and folders are left out, linked folders
-        are followed) for
-
-        - VerSe subjects: ``sub-*_seg-vert_msk.nii.gz`` masks anywhere below (``derivatives/``)
-          with their ``sub-*_ct.nii.gz`` CT if found anywhere below (``rawdata/``); the subject
-          is the file name's part before the suffix (``sub-verse012``);
-        - study folders: a folder holding one label source, which is ``labels.nii.gz`` (as
-          written by ``vertgrade phantom``), a TotalSegmentator multilabel file
-          ``[*_]vertebrae_pp[_refined].nii.gz``, or TotalSegmentator per-structure files
-          ``vertebrae_L1.nii.gz`` ... (in the folder itself, or in a subfolder without a CT of
-          its own when the folder holds the CT or the subfolder is named ``segmentations``);
-          with at most one CT ``[*_]ct.nii.gz`` and one body mask
-          ``[*_]vertebrae_body.nii.gz`` (beside the labels). The subject is the folder's path
-          below ``input`` with ``_`` between its parts (``input``'s own name for ``input``).
-
-        Or a ``.csv`` file with a header row and the columns ``subject`` and ``labels``, and
-        optionally ``ct`` (empty for a labels-only study) and ``bodies``; relative paths are
-        relative to the CSV's folder; other columns are ignored.
-
-    Returns
-    -------
-    list of StudySpec
-        Sorted by subject, with absolute paths.
-
-    Raises
-    ------
-    InputError
-        ``input`` missing, neither a folder nor a CSV; no study found; a folder with several
-        label sources, CTs or body masks (ambiguous: list the studies in a CSV instead); the
-        same subject twice; in a CSV, a missing column, an empty or unusable subject, or a file
-        that does not exist (with the line number).
-    """
-    root = Path(input)
-    if not root.exists():
-        raise InputError(root, "no such file or folder")
-    if root.is_file():
-        if root.suffix.lower() != ".csv":
-            raise InputError(
-                root, "is neither a folder of studies nor a .csv file listing subject, ct, labels"
-            )
-        specs = _read_csv(root)
-    else:
-        specs = _search_folder(root)
-    return sorted(specs, key=lambda s: s.subject)
-
-
-def _read_csv(path: Path) -> list[StudySpec]:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(path, f"cannot be read as a UTF-8 CSV file ({err})") from err
-    reader = csv.reader(io.StringIO(text))
-    try:  # (line number, cells) of the rows that are not blank
-        numbered = [(reader.line_num, r) for r in reader if any(c.strip() for c in r)]
-    except csv.Error as err:
-        raise InputError(path, f"line {reader.line_num}: not valid CSV ({err})") from err
-    rows = [r for _, r in numbered]
-    if not rows:
-        raise InputError(path, "is empty; expected a header row 'subject,ct,labels' and rows")
-    header = [c.strip().lower() for c in rows[0]]
-    missing = [c for c in ("subject", "labels") if c not in header]
-    if missing:
-        raise InputError(
-            path,
-            f"has no {' or '.join(repr(c) for c in missing)} column (header: {rows[0]}); "
-            "expected subject, ct, labels (and optionally bodies)",
-        )
-    dupes = sorted({c for c in header if c and header.count(c) > 1})
-    if dupes:
-        raise InputError(path, f"has the columns {dupes} more than once")
-    base = path.parent.resolve()
-    specs: list[StudySpec] = []
-    seen: dict[str, int] = {}
-    for number, row in numbered[1:]:
-        cells = {h: (row[i].strip() if i < len(row) else "") for i, h in enumerate(header)}
-        where = f"line {number}"
-        subject = cells["subject"]
-        _check_subject(subject, path, where)
-        if subject in seen:
-            raise InputError(
-                path, f"{where}: subject {subject!r} is listed twice (also on line {seen[subject]})"
-            )
-        seen[subject] = number
-
-        labels = _csv_path(cells, "labels", path, base, where, required=True)
-        assert labels is not None  # required=True never returns None
-        ct = _csv_path(cells, "ct", path, base, where)
-        bodies = _csv_path(cells, "bodies", path, base, where)
-        specs.append(StudySpec(subject, ct, labels, bodies))
-    if not specs:
-        raise InputError(path, "lists no studies (a header row only)")
-    return specs
-
-
-def _csv_path(
-    cells: dict[str, str],
-    role: str,
-    csv_path: Path,
-    base: Path,
-    where: str,
-    *,
-    required: bool = False,
-) -> Path | None:
-    """The absolute path in a CSV row's ``role`` cell (relative to ``base``); checked to exist."""
-    value = cells.get(role, "")
-    if not value:
-        if required:
-            raise InputError(csv_path, f"{where}: no {role} file given")
-        return None
-    p = Path(value).expanduser()
-    p = p if p.is_absolute() else base / p
-    if not p.exists():
-        raise InputError(csv_path, f"{where}: {role} {p} does not exist")
-    return p.resolve()
-
-
-def _check_subject(subject: str, path: Path | None, where: str) -> None:
-    if not subject:
-        raise InputError(path, f"{where}: empty subject")
-    if not _SUBJECT_OK.match(subject):
-        raise InputError(
-            path,
-            f"{where}: subject {subject!r} cannot name a folder (it must not start with '.', "
-            "hold '/' or '\\' or control characters, or be longer than 200 characters)",
-        )
-
-
-def _search_folder(root: Path) -> list[StudySpec]:
-    root = root.resolve()
-    files: dict[Path, list[Path]] = {}
-    visited: set[str] = set()  # real paths: linked folders are followed, once each
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in visited:
-            dirnames[:] = []
-            continue
-        visited.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        here = Path(dirpath)
-        files[here] = [here / f for f in sorted(filenames) if not f.startswith(".")]
-
-    found: dict[str, tuple[StudySpec, str]] = {}  # subject -> (spec, where found)
-
-    def add(spec: StudySpec, where: str) -> None:
-        if spec.subject in found:
-            raise InputError(
-                root,
-                f"subject {spec.subject!r} found twice ({found[spec.subject][1]} and {where}); "
-                "rename one, or list the studies in a CSV (subject, ct, labels)",
-            )
-        found[spec.subject] = (spec, where)
-
-    # VerSe subjects, matched across the whole tree (rawdata/ and derivatives/)
-    masks: dict[str, list[Path]] = {}
-    cts: dict[str, list[Path]] = {}
-    for paths in files.values():
-        for p in paths:
-            if m := _VERSE_MASK.match(p.name):
-                masks.setdefault(m.group(1), []).append(p)
-            elif m := _VERSE_CT.match(p.name):
-                cts.setdefault(m.group(1), []).append(p)
-    used: set[Path] = set()
-    for key in sorted(masks):
-        for role, table in (("vertebra masks", masks), ("CTs", cts)):
-            if len(table.get(key, [])) > 1:
-                listing = ", ".join(str(p.relative_to(root)) for p in table[key])
-                raise InputError(root, f"VerSe subject {key!r} has several {role}: {listing}")
-        ct = cts.get(key, [None])[0]
-        _check_subject(key, root, f"VerSe mask {masks[key][0].relative_to(root)}")
-        add(StudySpec(key, ct, masks[key][0]), str(masks[key][0].relative_to(root)))
-        used.update([masks[key][0], *([ct] if ct is not None else [])])
-
-    # study folders: label files, TotalSegmentator per-structure folders
-    def free(d: Path) -> list[Path]:
-        return [p for p in files.get(d, []) if p not in used]
-
-    def ct_files(d: Path) -> list[Path]:
-        return [p for p in free(d) if _CT_FILE.match(p.name)]
-
-    sources: dict[Path, list[Path]] = {}
-    for d in files:
-        for p in free(d):
-            if _LABEL_FILE.match(p.name):
-                sources.setdefault(d, []).append(p)
-        if any(TOTALSEG_STRUCTURE_FILE.match(p.name) for p in free(d)):
-            owner = d
-            if (
-                d != root
-                and not ct_files(d)
-                and (ct_files(d.parent) or d.name.lower() == _TS_OUTPUT_FOLDER)
-            ):
-                owner = d.parent
-            sources.setdefault(owner, []).append(d)
-    for d in sorted(sources):
-        rel = d.relative_to(root)
-        where = str(rel) if rel.parts else root.name
-        if len(sources[d]) > 1:
-            listing = ", ".join(_shown(p, d) for p in sources[d])
-            raise InputError(
-                d,
-                f"holds several vertebra label sources ({listing}); keep one, or list the "
-                "studies in a CSV (subject, ct, labels)",
-            )
-        labels = sources[d][0]
-        ct_list = ct_files(d)
-        body_dirs = [d] if labels == d or not labels.is_dir() else [d, labels]
-        body_list = [p for bd in body_dirs for p in free(bd) if _BODY_FILE.match(p.name)]
-        for role, lst in (("CT files", ct_list), ("body masks", body_list)):
-            if len(lst) > 1:
-                listing = ", ".join(_shown(p, d) for p in lst)
-                raise InputError(
-                    d, f"holds several {role} ({listing}); list the studies in a CSV instead"
-                )
-        subject = "_".join(rel.parts) if rel.parts else root.name
-        _check_subject(subject, root, f"folder {where}")
-        ct = ct_list[0] if ct_list else None
-        add(StudySpec(subject, ct, labels, body_list[0] if body_list else None), where)
-    if not found:
-        raise InputError(
-            root,
-            "no studies found: expected VerSe subjects (sub-*_seg-vert_msk.nii.gz), "
-            "TotalSegmentator outputs (vertebrae_*.nii.gz, *vertebrae_pp*.nii.gz) or "
-            "ct.nii.gz + labels.nii.gz folders; or give a CSV listing subject, ct, labels",
-        )
-    return [spec for spec, _ in found.values()]
-
-
-def _shown(p: Path, base: Path) -> str:
-    """``p`` relative to ``base`` for messages, folders ending with ``/``."""
-    if p == base:
-        return "./"
-    return str(p.relative_to(base)) + ("/" if p.is_dir() else "")
-
-
 # --- parameters, manifests -----------------------------------------------------------------
 
 
-def parameters_sha256(config: GradingConfig | None = None) -> str:
-    """SHA-256 of everything besides the inputs that decides a study's result.
+def parameters_sha256(options: GradeOptions | None = None) -> str:
+    """SHA-256 of everything besides the inputs that decides a study's result folder.
 
-    That is the whole grading configuration, the label format the studies are read with and
-    the vertgrade version (a new version may grade differently), as canonical JSON.
+    That is the options (:func:`vertgrade.workflow.options_sha256`) and the vertgrade version
+    (a new version may grade differently), as canonical JSON.
 
-    >>> parameters_sha256() == parameters_sha256(GradingConfig())
+    >>> from vertgrade.config import GradingConfig
+    >>> parameters_sha256() == parameters_sha256(GradeOptions())
     True
-    >>> parameters_sha256() == parameters_sha256(GradingConfig(hu_core_erosion_mm=4.0))
+    >>> changed = GradeOptions(config=GradingConfig(hu_core_erosion_mm=4.0))
+    >>> parameters_sha256() == parameters_sha256(changed)
     False
     """
-    from vertgrade import __version__
-
     document = {
         "manifest_version": _MANIFEST_VERSION,
-        "config": (config or GradingConfig()).to_dict(),
-        "label_format": _LABEL_FORMAT,
+        "options": options_sha256(options or GradeOptions()),
         "vertgrade": __version__,
     }
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -555,8 +262,6 @@ def _stat(path: Path) -> str:
 def _manifest(
     spec: StudySpec, checksums: dict[str, str], stats: dict[str, str], parameters: str
 ) -> dict[str, Any]:
-    from vertgrade import __version__
-
     return {
         "manifest_version": _MANIFEST_VERSION,
         "subject": spec.subject,
@@ -604,7 +309,7 @@ def _one_line(err: BaseException) -> str:
 def _process_study(
     spec: StudySpec,
     studies_dir: Path,
-    config: GradingConfig,
+    options: GradeOptions,
     parameters: str,
     force: bool,
 ) -> _Outcome:
@@ -614,10 +319,10 @@ def _process_study(
     parameters); the checksums are computed for that only where a manifest with the same
     parameters exists (inputs moved, or touched), otherwise they come from loading. A study
     found done gets its manifest's paths and file times brought up to date (its results are
-    left alone), so that the next run's quick check passes.
+    left alone), so that the next run's quick check passes. A study to grade is graded by
+    :func:`_grade_one_study` into a new folder (:func:`_new_study_folder`), with its manifest
+    written last.
     """
-    from vertgrade import grade_study, load_study
-
     t0 = time.perf_counter()
     target = studies_dir / spec.subject
     try:
@@ -631,30 +336,30 @@ def _process_study(
                 if fresh != manifest:
                     write_text_atomic(target / MANIFEST_NAME, json.dumps(fresh, indent=2) + "\n")
                 return _Outcome(spec.subject, "skipped", seconds=time.perf_counter() - t0)
-        study = load_study(spec.ct, spec.labels, bodies=spec.bodies, subject=spec.subject)
-        checksums = {role: study.checksums[role] for role in inputs}
-        result = grade_study(study, config)
-        _write_study_folder(result, _manifest(spec, checksums, stats, parameters), target)
+        with _new_study_folder(target) as folder:
+            checksums = _grade_one_study(spec, options, folder)
+            text = json.dumps(_manifest(spec, checksums, stats, parameters), indent=2) + "\n"
+            (folder / MANIFEST_NAME).write_text(text, encoding="utf-8")
         return _Outcome(spec.subject, "graded", seconds=time.perf_counter() - t0)
     except Exception as err:
         logger.debug("study %s failed", spec.subject, exc_info=True)
         return _Outcome(spec.subject, "failed", _one_line(err), time.perf_counter() - t0)
 
 
-def _write_study_folder(result: SpineResult, manifest: dict[str, Any], target: Path) -> None:
-    """Write the result and its manifest into a temporary sibling folder, then swap it in.
+@contextlib.contextmanager
+def _new_study_folder(target: Path) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``target``; on success swap it in as ``target``.
 
-    The manifest is written last, so a folder with a manifest is always complete. An existing
-    folder is first renamed aside and deleted after the new one is in place.
+    The folder has a hidden name (``.<subject>.tmp-...``, removed by :func:`_clean_stale` if
+    the run is killed), so a folder under the study's own name is always complete. An existing
+    ``target`` is first renamed aside and deleted after the new folder is in place; on error the
+    temporary folder is removed and ``target`` is left as it was.
     """
-    from vertgrade.report.writers import write_result
-
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP_MARK}", dir=target.parent))
+    old: Path | None = None
     try:
-        write_result(result, tmp, force=True)
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        old: Path | None = None
+        yield tmp
         if target.exists() or target.is_symlink():
             old = target.with_name(f".{target.name}{_OLD_MARK}{uuid.uuid4().hex[:8]}")
             os.replace(target, old)
@@ -669,19 +374,26 @@ def _write_study_folder(result: SpineResult, manifest: dict[str, Any], target: P
             old.unlink()
 
 
+# --- the per-study work: the one shared workflow call -------------------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def _models(options: GradeOptions) -> LoadedModels:
+    """The model and grader of ``options``, loaded once per worker process."""
+    return load_models(options)
+
+
+def _grade_one_study(spec: StudySpec, options: GradeOptions, folder: Path) -> dict[str, str]:
+    """Grade one study as ``vertgrade grade`` does (:func:`vertgrade.workflow.grade_to_folder`
+    with ``options``) into ``folder``, an existing empty folder; return the SHA-256 of each of
+    its inputs (role -> checksum), as read. Whatever loading, grading or writing raises goes to
+    the caller, which records it as a failure."""
+    inputs = StudyInputs(ct=spec.ct, labels=spec.labels, bodies=spec.bodies, subject=spec.subject)
+    outcome = grade_to_folder(inputs, folder, options, force=True, models=_models(options))
+    return {role: outcome.study.checksums[role] for role in spec.inputs()}
+
+
 # --- the run -------------------------------------------------------------------------------
-
-
-def _require(module: str, what: str) -> None:
-    import importlib
-
-    try:
-        importlib.import_module(module)
-    except ImportError as err:
-        raise MissingExtraError(
-            f"{what} needs the Python package {module!r}, which is not installed; "
-            "install the cohort extra: pip install 'vertgrade[cohort]'"
-        ) from err
 
 
 def _prepare_output(out: Path, force: bool) -> Path:
@@ -778,7 +490,7 @@ def _check_specs(specs: Sequence[StudySpec]) -> None:
         raise InputError(None, "no studies to grade")
     seen: set[str] = set()
     for s in specs:
-        _check_subject(s.subject, None, "StudySpec")
+        check_subject(s.subject, None, "StudySpec")
         if s.subject in seen:
             raise InputError(None, f"subject {s.subject!r} is given twice")
         seen.add(s.subject)
@@ -874,14 +586,14 @@ def run_cohort(
     *,
     scheduler: str | None = None,
     workers: int | None = None,
-    config: GradingConfig | None = None,
+    options: GradeOptions | None = None,
     force: bool = False,
     progress: Callable[[CohortProgress], None] | None = None,
 ) -> CohortSummary:
     """Grade every study, in parallel, resumably, and gather all vertebrae into one table.
 
     Each study is graded as ``vertgrade grade`` grades it (:func:`vertgrade.load_study`,
-    :func:`vertgrade.grade_study`, :func:`vertgrade.report.writers.write_result`) into
+    :func:`vertgrade.grade_study`, :func:`vertgrade.report.files.write_result`) into
     ``out_dir/studies/<subject>/``, with a manifest of its input checksums and parameters; see
     the module's description for the output folder.
 
@@ -898,8 +610,10 @@ def run_cohort(
     workers : int, optional
         Number of worker processes of the local cluster; default one per core, at most one per
         4 GiB of memory. Only with the local cluster.
-    config : GradingConfig, optional
-        Grading parameters (default ``GradingConfig()``); part of every study's manifest.
+    options : GradeOptions, optional
+        How every study is graded and what is written (default: ``GradeOptions()``, as
+        ``vertgrade grade`` without options); part of every study's manifest. Bad options and
+        unreadable model or grader files are refused before any study is graded.
     force : bool
         Grade every study again, even those already graded with the same inputs and parameters,
         and write into a non-empty folder that holds no earlier cohort run.
@@ -935,12 +649,17 @@ def run_cohort(
         raise InputError(None, "workers applies to the local cluster only, not with scheduler")
     if workers is not None and workers < 1:
         raise InputError(None, f"workers must be at least 1, not {workers}")
-    _require("pandas", "The cohort table")
-    _require("pyarrow", "The cohort table (vertebrae.parquet)")
+    require_extra("pandas", "The cohort table")
+    require_extra("pyarrow", "The cohort table (vertebrae.parquet)")
     if not local:
-        _require("distributed", "Grading a cohort in parallel")
-    cfg = config or GradingConfig()
-    parameters = parameters_sha256(cfg)
+        require_extra("distributed", "Grading a cohort in parallel")
+    opts = options or GradeOptions()
+    try:
+        opts.check()
+    except ValueError as err:
+        raise InputError(None, str(err)) from err
+    load_models(opts)  # a missing or bad model or grader file fails here, before any study
+    parameters = parameters_sha256(opts)
     out = _prepare_output(Path(out_dir).absolute(), force)
     studies_dir = out / "studies"
     with _output_lock(out):
@@ -963,9 +682,9 @@ def run_cohort(
                 todo.append(spec)
         if local:
             for spec in todo:
-                record(_process_study(spec, studies_dir, cfg, parameters, force))
+                record(_process_study(spec, studies_dir, opts, parameters, force))
         elif todo:  # no cluster when every study is done
-            _run_on_dask(todo, studies_dir, cfg, parameters, force, scheduler, workers, record)
+            _run_on_dask(todo, studies_dir, opts, parameters, force, scheduler, workers, record)
 
         by_subject = {s.subject: s for s in specs}
         failures = tuple(
@@ -974,8 +693,8 @@ def run_cohort(
             if outcomes[s.subject].status == "failed"
         )
         finished = [s.subject for s in specs if outcomes[s.subject].status != "failed"]
-        table = _build_table(studies_dir, finished)
-        _write_table(table, out)
+        table = build_table(studies_dir, finished)
+        write_table(table, out)
         _write_failures(failures, out / "failures.csv")
     return CohortSummary(
         out_dir=out,
@@ -990,7 +709,7 @@ def run_cohort(
 def _run_on_dask(
     specs: Sequence[StudySpec],
     studies_dir: Path,
-    cfg: GradingConfig,
+    opts: GradeOptions,
     parameters: str,
     force: bool,
     scheduler: str | None,
@@ -1007,7 +726,7 @@ def _run_on_dask(
                 _process_study,
                 spec,
                 studies_dir,
-                cfg,
+                opts,
                 parameters,
                 force,
                 key=f"vertgrade-study-{spec.subject}-{run_id}",
@@ -1039,72 +758,3 @@ def _write_failures(failures: Sequence[StudyFailure], target: Path) -> None:
     for f in failures:
         writer.writerow(f.to_row())
     write_text_atomic(target, buf.getvalue())
-
-
-# --- the cohort table ----------------------------------------------------------------------
-
-
-def _build_table(studies_dir: Path, subjects: Sequence[str]) -> pd.DataFrame:
-    """All vertebrae of the given finished studies, read from their ``vertebrae.csv``.
-
-    Column types: ``subject`` and the text columns as strings (missing: NA), ``label`` int64,
-    ``grade`` nullable Int64 (NA when not gradable), every other column float64 (missing: NaN).
-    """
-    import pandas as pd
-
-    columns: dict[str, list[Any]] = {"subject": []}
-    for c in CSV_COLUMNS:
-        columns[c] = []
-    for subject in subjects:
-        path = studies_dir / subject / "vertebrae.csv"
-        with open(path, encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                columns["subject"].append(subject)
-                for c in CSV_COLUMNS:
-                    value = row.get(c)
-                    columns[c].append(None if value in (None, "") else value)
-    data: dict[str, Any] = {}
-    for name, values in columns.items():
-        if name == "subject" or name in _TEXT_COLUMNS:
-            if name in _EMPTY_TEXT_COLUMNS:
-                values = ["" if v is None else v for v in values]
-            data[name] = pd.array(values, dtype="string")
-        elif name == "label":
-            data[name] = pd.array([int(v) for v in values], dtype="int64")
-        elif name == "grade":
-            data[name] = pd.array([None if v is None else int(v) for v in values], dtype="Int64")
-        else:
-            try:
-                data[name] = pd.array(
-                    [math.nan if v is None else float(v) for v in values], dtype="float64"
-                )
-            except ValueError:  # a column this module does not know yet that holds text
-                data[name] = pd.array(values, dtype="string")
-    return pd.DataFrame(data)
-
-
-def _write_table(table: pd.DataFrame, out: Path) -> None:
-    with atomic_path(out / "vertebrae.parquet") as tmp:
-        table.to_parquet(tmp, index=False, engine="pyarrow")
-    with atomic_path(out / "vertebrae.csv") as tmp:
-        table.to_csv(tmp, index=False, na_rep="", lineterminator="\n")
-
-
-def read_cohort_table(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The cohort table of an output folder, from ``vertebrae.parquet`` (types kept).
-
-    Raises
-    ------
-    InputError
-        The folder holds no ``vertebrae.parquet`` or it cannot be read.
-    """
-    _require("pandas", "Reading the cohort table")
-    import pandas as pd
-
-    path = Path(out_dir) / "vertebrae.parquet"
-    if not path.is_file():
-        raise InputError(path, "no such file (not the output folder of a cohort run?)")
-    try:
-        return pd.read_parquet(path, engine="pyarrow")
-    except Exception as err:
-        raise InputError(path, f"cannot be read as Parquet ({err})") from err

@@ -1,4 +1,5 @@
-"""Atomic writes: every file vertgrade writes appears whole or not at all."""
+"""Writing files safely: every file vertgrade writes appears whole or not at all, and an output
+folder that holds something is never written into without ``force``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["atomic_path", "staged_files", "write_bytes_atomic", "write_text_atomic"]
+from vertgrade.errors import OutputError
+
+__all__ = [
+    "atomic_path",
+    "check_output_dir",
+    "staged_files",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]
 
 
 @contextlib.contextmanager
@@ -68,3 +77,13 @@ def staged_files(out_dir: Path, names: Sequence[str]) -> Iterator[Path]:
             os.replace(staging / name, out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_output_dir(out_dir: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """Refuse an output location that is a file, or a non-empty folder without ``force``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputError(out, "output location is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputError(out, "output folder exists and is not empty (use --force to overwrite)")
+    return out

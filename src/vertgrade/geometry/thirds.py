@@ -6,7 +6,7 @@ axis runs posterior -> anterior, the second patient left -> right (see
 phantom's ground truth (:mod:`vertgrade.phantom`) use this one definition, so that "the anterior
 height" means the same thing in both.
 
-Definition (constants in :class:`RegionParams`):
+Definition (constants in :class:`vertgrade.config.ThirdsParams`):
 
 1. ``core``: the footprint eroded by ``rim_mm``, so that the rounded rim of the endplates does not
    pull the heights down (the published code instead keeps columns taller than 0.7 of the central
@@ -20,7 +20,7 @@ Examples
 --------
 >>> import numpy as np
 >>> fp = np.zeros((40, 50), bool); fp[5:35, 5:45] = True       # a 30 x 40 mm rectangle at 1 mm
->>> r = footprint_regions(fp, step_mm=1.0)
+>>> r = footprint_thirds(fp, step_mm=1.0)
 >>> [int(getattr(r, name).sum()) for name in ("posterior", "middle", "anterior")]
 [128, 160, 128]
 >>> r.ap_extent_mm
@@ -35,22 +35,16 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-__all__ = ["REGIONS", "FootprintRegions", "RegionParams", "footprint_regions"]
+from vertgrade.config import ThirdsParams
+
+__all__ = ["THIRDS", "FootprintThirds", "footprint_thirds"]
 
 #: The three thirds, in the order in which tables list them.
-REGIONS: tuple[str, str, str] = ("anterior", "middle", "posterior")
+THIRDS: tuple[str, str, str] = ("anterior", "middle", "posterior")
 
 
 @dataclass(frozen=True)
-class RegionParams:
-    """How the footprint is divided; defaults explained in the module docstring."""
-
-    rim_mm: float = 2.0
-    central_fraction: float = 0.4
-
-
-@dataclass(frozen=True)
-class FootprintRegions:
+class FootprintThirds:
     """Boolean masks over the footprint grid, and the extents they were cut from (mm, grid frame).
 
     ``ap_extent_mm`` and ``lr_band_mm`` are in grid millimetres: index ``i`` covers
@@ -66,18 +60,18 @@ class FootprintRegions:
 
     def mask(self, name: str) -> NDArray[np.bool_]:
         """The mask of ``"body"``, ``"anterior"``, ``"middle"`` or ``"posterior"``."""
-        if name not in ("body", *REGIONS):
+        if name not in ("body", *THIRDS):
             raise KeyError(name)
         value: NDArray[np.bool_] = getattr(self, name)
         return value
 
 
-def footprint_regions(
+def footprint_thirds(
     footprint: NDArray[np.bool_],
     *,
     step_mm: float,
-    params: RegionParams = RegionParams(),
-) -> FootprintRegions:
+    params: ThirdsParams | None = None,
+) -> FootprintThirds:
     """Cut a body footprint into its core and its anterior / middle / posterior thirds.
 
     Parameters
@@ -86,20 +80,21 @@ def footprint_regions(
         The body's axial footprint; axis 0 runs posterior -> anterior, axis 1 left -> right.
     step_mm : float
         Grid spacing of both axes, in mm.
-    params : RegionParams
-        Rim erosion and central band width.
+    params : ThirdsParams, optional
+        Rim erosion and central band width (default: the defaults).
 
     Returns
     -------
-    FootprintRegions
+    FootprintThirds
         Empty masks (all False) where the footprint is empty.
     """
+    params = params or ThirdsParams()
     fp = np.asarray(footprint, dtype=bool)
     if fp.ndim != 2:
         raise ValueError(f"footprint must be 2D, got shape {fp.shape}")
     empty = np.zeros_like(fp)
     if not fp.any():
-        return FootprintRegions(empty, empty, empty, empty, (0.0, 0.0), (0.0, 0.0))
+        return FootprintThirds(empty, empty, empty, empty, (0.0, 0.0), (0.0, 0.0))
     # Distance to the nearest background pixel centre, in mm, with the grid's outside as
     # background; a pixel at distance d from that centre is about d - step/2 from the outline.
     padded = np.pad(fp, 1)
@@ -116,7 +111,7 @@ def footprint_regions(
 
     rows = np.flatnonzero((fp & band).any(axis=1))
     if rows.size == 0:
-        return FootprintRegions(
+        return FootprintThirds(
             core, empty, empty, empty, (0.0, 0.0), (centre - half, centre + half)
         )
     ap_lo, ap_hi = float(rows[0] * step_mm), float((rows[-1] + 1) * step_mm)
@@ -126,6 +121,6 @@ def footprint_regions(
     posterior = inner & (ap_centres < ap_lo + third)
     middle = inner & (ap_centres >= ap_lo + third) & (ap_centres < ap_lo + 2 * third)
     anterior = inner & (ap_centres >= ap_lo + 2 * third)
-    return FootprintRegions(
+    return FootprintThirds(
         core, anterior, middle, posterior, (ap_lo, ap_hi), (centre - half, centre + half)
     )

@@ -6,7 +6,7 @@ alignment truth (coronal curves, thoracic kyphosis, lumbar lordosis) repeated on
 :class:`~vertgrade.phantom.VertebraTruth`. A missing value (no kyphosis span) is an empty cell.
 
 Every file is written to a temporary file beside its target and renamed into place
-(:func:`vertgrade.io._atomic.atomic_path`), so a reader never sees a half-written file.
+(:func:`vertgrade.io.files.atomic_path`), so a reader never sees a half-written file.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
-from vertgrade.io._atomic import atomic_path
-from vertgrade.phantom import Phantom, VertebraTruth
+from vertgrade.io.files import atomic_path
+from vertgrade.phantom.make import Phantom
+from vertgrade.phantom.truth import VertebraTruth
 
 __all__ = ["PHANTOM_FILES", "TRUTH_COLUMNS", "write_phantom"]
 

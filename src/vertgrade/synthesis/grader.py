@@ -4,8 +4,10 @@ As in HealthiVert-GAN, a linear support-vector classifier with balanced class we
 standardised features grades each vertebra 0-3. The features are the RHLV of the anterior, middle
 and posterior thirds against each pass's pseudo-healthy reference (three per pass: six with the
 sagittal and coronal passes), ``RHLV = (H_syn - H_ori) / H_syn``, with ``H_ori`` the vertebra's
-measured heights and ``H_syn`` the pass's reference heights on the same regions
-(:meth:`vertgrade.reference.synthesis.SynthesisReference.pass_references`).
+measured heights and ``H_syn`` the pass's reference heights on the same thirds, which the
+synthesis reference hands on in ``Reference.parts`` and the result keeps per vertebra
+(:attr:`vertgrade.result.VertebraResult.reference_parts`): the grader reads its features from the
+result, not from the estimator.
 
 Leak control (cross-fitting). The published code trained its SVM on features of vertebrae its
 generator had been trained on; a generator reproduces those far better than unseen ones, so the
@@ -29,22 +31,24 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from vertgrade._version import __version__
+from vertgrade.config import CRUSH_POSTERIOR_SHARE
 from vertgrade.errors import InputError, ModelFileError, OutputError
-from vertgrade.grading import rhlv
-from vertgrade.io._atomic import atomic_path, write_text_atomic
+from vertgrade.geometry.thirds import THIRDS
+from vertgrade.grading import rhlv, type_for_grade
+from vertgrade.io.files import atomic_path, write_text_atomic
+from vertgrade.io.grades import grades_by_subject, read_grades
 from vertgrade.io.nifti import file_sha256
-from vertgrade.morphometry import RegionHeights
-
-if TYPE_CHECKING:
-    from vertgrade.reference.synthesis import SynthesisReference
-    from vertgrade.result import SpineResult
+from vertgrade.result import SpineResult
+from vertgrade.synthesis.modelfile import minor_version
+from vertgrade.synthesis.reference import SynthesisReference, describe
 
 __all__ = [
     "FEATURES_FILE",
@@ -70,7 +74,7 @@ FEATURES_FILE = "synthesis.json"
 FEATURES_FORMAT_VERSION = 1
 GRADER_FORMAT = "vertgrade-grader"
 GRADER_FORMAT_VERSION = 1
-_FEATURE_REGIONS = ("anterior", "middle", "posterior")
+_FEATURE_REGIONS = THIRDS
 
 
 def feature_names(passes: Sequence[str]) -> list[str]:
@@ -82,22 +86,19 @@ def feature_names(passes: Sequence[str]) -> list[str]:
     return [f"rhlv_{p}_{r}" for p in passes for r in _FEATURE_REGIONS]
 
 
-def synthesis_features(
-    result: SpineResult, pass_refs: Mapping[int, Mapping[str, RegionHeights]]
-) -> dict[int, dict[str, float | None]]:
-    """RHLV of every third against every pass's reference, per vertebra with measured heights.
+def synthesis_features(result: SpineResult) -> dict[int, dict[str, float | None]]:
+    """RHLV of every third against every pass's reference, per vertebra with measured heights
+    and per-pass references (``VertebraResult.reference_parts``).
 
     Parameters
     ----------
     result : SpineResult
-        The graded study (its ``heights_mm`` are ``H_ori``).
-    pass_refs : mapping
-        label -> pass -> reference heights (``SynthesisReference.pass_references``).
+        The study graded with the synthesis reference (its ``heights_mm`` are ``H_ori``).
     """
     out: dict[int, dict[str, float | None]] = {}
     for v in result.vertebrae:
-        refs = pass_refs.get(v.label)
-        if refs is None or v.heights_mm is None:
+        refs = v.reference_parts
+        if not refs or v.heights_mm is None:
             continue
         feats: dict[str, float | None] = {}
         for p, ref in refs.items():
@@ -114,13 +115,10 @@ def write_synthesis_features(
     pass's reference heights and the threshold grade, and the model's provenance (including the
     subjects it was trained on, for the grader's leak check).
 
-    ``reference`` must be the estimator that graded ``result`` (its caches hold the per-pass
-    maps of the last ``estimate`` call, on the final frames).
+    ``reference`` is the estimator that graded ``result`` (for the model's provenance); the
+    per-pass references are the result's own.
     """
-    from vertgrade.reference.synthesis import describe
-
-    refs = reference.last_pass_references()
-    feats = synthesis_features(result, refs)
+    feats = synthesis_features(result)
     doc = {
         "format": FEATURES_FORMAT_VERSION,
         "subject": result.subject,
@@ -135,7 +133,7 @@ def write_synthesis_features(
                 "features": {k: _round(x) for k, x in feats.get(v.label, {}).items()},
                 "reference_passes_mm": {
                     p: {k: _round(x) for k, x in h.as_dict().items()}
-                    for p, h in refs.get(v.label, {}).items()
+                    for p, h in v.reference_parts.items()
                 },
             }
             for v in result.vertebrae
@@ -227,20 +225,23 @@ class Grader:
             out[lab] = GradePrediction(g, probs[g], probs, None)
         return out
 
-    def grade(
-        self, result: SpineResult, reference: SynthesisReference
-    ) -> dict[int, GradePrediction]:
-        """Grade every gradable vertebra of ``result`` (graded with ``reference``)."""
-        missing = sorted(
-            set(self.features) - set(feature_names(reference.synthesiser.config.passes))
-        )
+    def grade(self, result: SpineResult) -> dict[int, GradePrediction]:
+        """Grade every gradable vertebra of ``result`` (graded with the synthesis reference)
+        from the per-pass references the result carries."""
+        passes = list(dict.fromkeys(p for v in result.vertebrae for p in v.reference_parts))
+        if not passes:
+            raise InputError(
+                result.provenance.get("inputs", {}).get("ct", {}).get("path"),
+                "the grader needs a study graded with --reference synthesis",
+            )
+        missing = sorted(set(self.features) - set(feature_names(passes)))
         if missing:
             raise ModelFileError(
                 self.path,
                 f"the grader needs features {', '.join(missing)}, which this synthesis model "
                 "does not produce (other passes)",
             )
-        feats = synthesis_features(result, reference.last_pass_references())
+        feats = synthesis_features(result)
         preds = self.predict_features(feats)
         threshold = {v.label: v.grade for v in result.vertebrae}
         graded = {v.label for v in result.vertebrae if v.status == "graded"}
@@ -264,24 +265,22 @@ def apply_grader(
     (not gradable, features missing) keep their threshold grade. The grader is recorded in the
     provenance.
     """
-    from dataclasses import replace
-
-    from vertgrade.grading import fracture_type
-    from vertgrade.result import SpineResult as _SpineResult
-
     out = []
     for v in result.vertebrae:
         p = predictions.get(v.label)
         if p is None or v.status != "graded":
             out.append(v)
             continue
-        ftype = v.fracture_type
-        if p.grade == 0:
-            ftype = None
-        elif ftype is None and v.rhlv is not None:
-            a, m, q = (v.rhlv.get(r) for r in _FEATURE_REGIONS)
-            if a is not None and m is not None and q is not None:
-                ftype = fracture_type(anterior=a, middle=m, posterior=q)
+        ftype = type_for_grade(
+            p.grade,
+            v.fracture_type,  # type: ignore[arg-type]
+            v.rhlv,
+            crush_posterior_share=float(
+                result.provenance.get("parameters", {}).get(
+                    "crush_posterior_share", CRUSH_POSTERIOR_SHARE
+                )
+            ),
+        )
         out.append(
             replace(
                 v,
@@ -301,7 +300,6 @@ def apply_grader(
         "vertgrade_version": grader.vertgrade_version,
         "cv_macro_f1": grader.summary.get("cv_macro_f1"),
     }
-    assert isinstance(result, _SpineResult)
     return replace(result, vertebrae=tuple(out), provenance=provenance)
 
 
@@ -454,8 +452,6 @@ def fit_grader(
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 
-    from vertgrade import __version__
-
     classes, counts = np.unique(y, return_counts=True)
     if classes.size < 2:
         raise InputError(None, "the grader needs vertebrae of at least two grades")
@@ -511,7 +507,7 @@ def train_grader(
         Folders written by ``vertgrade grade --reference synthesis`` (each with
         ``synthesis.json``), every subject graded by a generator that did not train on it.
     grades : path or mapping
-        Expert Genant grades (CSV as :func:`vertgrade.synthesis.data.read_grades` reads, or
+        Expert Genant grades (CSV as :func:`vertgrade.io.grades.read_grades` reads, or
         subject -> {label: grade}).
     out_path : path
         The grader file (joblib) to write.
@@ -520,12 +516,11 @@ def train_grader(
     force : bool
         Overwrite an existing file.
     """
-    from vertgrade.synthesis.data import read_grades
 
     out = Path(out_path)
     if out.exists() and not force:
         raise OutputError(out, "grader file exists (use --force to overwrite)")
-    table = read_grades(grades) if isinstance(grades, (str, Path)) else grades
+    table = grades_by_subject(read_grades(grades)) if isinstance(grades, (str, Path)) else grades
     x, y, subjects, models, names, skipped = collect_features(result_dirs, table)
     if y.size == 0:
         raise InputError(None, "no graded vertebra with features and an expert grade")
@@ -551,10 +546,8 @@ def evaluate_grader(
     """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-    from vertgrade.synthesis.data import read_grades
-
     g = grader if isinstance(grader, Grader) else load_grader(grader)
-    table = read_grades(grades) if isinstance(grades, (str, Path)) else grades
+    table = grades_by_subject(read_grades(grades)) if isinstance(grades, (str, Path)) else grades
     x, y, subjects, _, names, skipped = collect_features(result_dirs, table)
     if tuple(names) != tuple(g.features):
         raise InputError(None, f"features {names} differ from the grader's {g.features}")
@@ -626,9 +619,6 @@ def load_grader(path: str | Path) -> Grader:
     """Read a grader file; :class:`~vertgrade.errors.ModelFileError` when it is missing,
     unreadable, of another kind or format, or from another vertgrade minor version."""
     import joblib
-
-    from vertgrade import __version__
-    from vertgrade.synthesis.modelfile import minor_version
 
     p = Path(path)
     if not p.is_file():

@@ -16,7 +16,8 @@ file                        content
                             frames; the grade is in each segment's description, and each segment
                             carries the tracking UID of its SR measurement group
 ``overview_sc.dcm``         the overview figure as a Secondary Capture image (RGB): a figure given
-                            as PNG or array, else a sagittal overview drawn here
+                            as PNG or array, else the report's spine overview
+                            (:func:`overview_image`)
 ``report_pdf.dcm``          the PDF report as Encapsulated PDF, where one is given
 ==========================  ========================================================================
 
@@ -47,15 +48,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from vertgrade.errors import InputError, OutputError
-from vertgrade.io.dicom import VERTEBRA_SCT_CODES, SeriesInfo
-from vertgrade.levels import anatomical_order, level_name
-from vertgrade.regions import REGIONS
-from vertgrade.report.writers import check_output_dir
+from vertgrade.geometry.thirds import THIRDS
+from vertgrade.io.dicom import SeriesInfo
+from vertgrade.io.files import check_output_dir
+from vertgrade.levels import VERTEBRA_SCT_CODES, anatomical_order, level_name
+from vertgrade.report.figures import figure_rgb, overview_figure
+from vertgrade.report.style import grade_rgb
 from vertgrade.result import SpineResult, VertebraResult
-from vertgrade.volume import Volume
+from vertgrade.study import Volume
 
 if TYPE_CHECKING:
     from highdicom.sr import CodedConcept
@@ -142,14 +146,6 @@ _UNITS = {
     "HU": ("[hnsf'U]", "UCUM", "Hounsfield unit"),
     "1": ("1", "UCUM", "no units"),
 }
-# Display colours (RGB) by grade; grey where not gradable.
-_GRADE_RGB: dict[int | None, tuple[int, int, int]] = {
-    0: (46, 160, 67),
-    1: (230, 200, 30),
-    2: (240, 130, 20),
-    3: (215, 40, 40),
-    None: (150, 150, 150),
-}
 _MANUFACTURER = "vertgrade"
 # DeidentificationMethod is LO (64 characters) with several values.
 _DEID_METHOD = [
@@ -196,7 +192,7 @@ def _coding_scheme_item() -> Dataset:
 
 
 def _version() -> str:
-    from vertgrade import __version__
+    from vertgrade._version import __version__
 
     return __version__
 
@@ -342,7 +338,7 @@ def _grade_text(v: VertebraResult) -> str:
     kind = f", {v.fracture_type}" if v.fracture_type else ""
     loss = ""
     if v.rhlv is not None:
-        worst = max((v.rhlv.get(r) or 0.0) for r in REGIONS)
+        worst = max((v.rhlv.get(r) or 0.0) for r in THIRDS)
         loss = f", max RHLV {100 * worst:.0f}%"
     return f"{v.level} vertebral body: Genant grade {v.grade}{kind}{loss}"
 
@@ -385,7 +381,7 @@ def _build_seg(
     descriptions = []
     for label, number in sorted(segments.items(), key=lambda kv: kv[1]):
         v = by_label[label]
-        colour = _GRADE_RGB[v.grade if v.status == "graded" else None]
+        colour = grade_rgb(v.grade if v.status == "graded" else None)
         desc = hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=f"{v.level} vertebral body",
@@ -433,7 +429,7 @@ def _measurements(v: VertebraResult) -> list[Any]:
     method = None
     if v.heights_source is not None:
         method = _local("heights_ct" if v.heights_source == "ct" else "heights_mask")
-    regions = ("body", *REGIONS)
+    regions = ("body", *THIRDS)
     if v.heights_mm is not None:
         for region in regions:
             value = v.heights_mm.get(region)
@@ -585,90 +581,43 @@ def _build_sr(
 # ---------------------------------------------------------------------------------------------
 
 
-def overview_image(
-    result: SpineResult, ct: Volume | None = None, *, width_px: int = 600
-) -> NDArray[np.uint8]:
-    """A sagittal overview: the bodies coloured by grade, labelled, over the CT where given.
+def overview_image(result: SpineResult, ct: Volume | None = None) -> NDArray[np.uint8]:
+    """The report's spine overview as an RGB image, for the Secondary Capture.
 
-    The image is a slab of the canonical grid around the spine's median left-right position,
-    shown with the head up and anterior to the left (the radiological sagittal view). It shows
-    no patient identifier.
+    The figure is the one ``report.html`` shows (:func:`vertgrade.report.figures.overview_figure`):
+    a curved mid-sagittal reformat along the centreline, head up and anterior on the left, every
+    body outlined in its grade's colour and labelled with its level, grade and type. It shows no
+    patient identifier. A result with fewer than two points to draw a centreline through gets an
+    image that says so.
 
     Parameters
     ----------
     result : SpineResult
     ct : Volume, optional
-        The CT on the same canonical grid as ``result.bodies`` (``study.ct``); its
-        mid-sagittal slice, in a bone window, is the background.
-    width_px : int
-        Width of the image in pixels (height follows the spine's extent).
+        The CT (``study.ct``, any grid: it is sampled in world coordinates), the background;
+        without it the bodies are shown alone.
 
     Returns
     -------
     (H, W, 3) uint8 ndarray
-        RGB.
+        RGB, at the figure's size (100 dpi).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    bodies = Volume(result.bodies, result.bodies_affine, "labels")
+    drawn = overview_figure(result.to_dict(), ct=ct, bodies=bodies)
+    return figure_rgb(drawn.figure if drawn is not None else _no_overview_figure())
 
-    bodies = np.asarray(result.bodies)
-    spacing = np.sqrt((np.asarray(result.bodies_affine)[:3, :3] ** 2).sum(axis=0))
-    present = np.flatnonzero(bodies.any(axis=(1, 2)))
-    i0 = int(np.median(np.nonzero(bodies)[0])) if present.size else bodies.shape[0] // 2
-    half = max(1, round(10.0 / float(spacing[0])))  # a 20 mm slab: the whole body width
-    slab = bodies[max(0, i0 - half) : i0 + half + 1].max(axis=0)  # (J=A, K=S)
-    extent_a = bodies.shape[1] * spacing[1]
-    extent_s = bodies.shape[2] * spacing[2]
-    height_px = round(width_px * float(extent_s) / max(float(extent_a), 1e-6))
-    height_px = int(np.clip(height_px, width_px // 2, 4 * width_px))
-    fig = Figure(figsize=(width_px / 100, height_px / 100), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
-    ax.set_axis_off()
-    extent = (0.0, extent_a, 0.0, extent_s)  # x: posterior -> anterior mm, drawn inverted
-    if ct is not None and ct.shape == bodies.shape:
-        background = np.asarray(ct.array[i0], dtype=np.float32).T
-        ax.imshow(
-            background,
-            cmap="gray",
-            vmin=-450,
-            vmax=1050,
-            origin="lower",
-            extent=extent,
-            interpolation="bilinear",
-        )
-    else:
-        ax.imshow(
-            np.zeros(slab.T.shape), cmap="gray", vmin=0, vmax=1, origin="lower", extent=extent
-        )
-    overlay = np.zeros((*slab.T.shape, 4), np.float32)
-    for v in result.vertebrae:
-        mask = slab.T == v.label
-        if not mask.any():
-            continue
-        rgb = np.array(_GRADE_RGB[v.grade if v.status == "graded" else None]) / 255.0
-        overlay[mask] = (*rgb, 0.55)
-        jj, kk = np.nonzero(mask.T)
-        text = v.level if v.grade is None else f"{v.level}  G{v.grade}"
-        if v.fracture_type and (v.grade or 0) >= 1:
-            text += f" {v.fracture_type}"
-        ax.text(  # in front of the body (the x axis is inverted: anterior is left)
-            (float(jj.max()) + 1.0) * spacing[1] + 4.0,
-            (float(kk.mean()) + 0.5) * spacing[2],
-            text,
-            color="white",
-            fontsize=10,
-            ha="right",
-            va="center",
-            fontweight="bold",
-        )
-    ax.imshow(overlay, origin="lower", extent=extent, interpolation="nearest")
-    ax.set_xlim(extent_a, 0.0)
-    ax.set_ylim(0.0, extent_s)
-    canvas = fig.canvas
-    canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())  # type: ignore[attr-defined]
-    return np.ascontiguousarray(rgba[..., :3]).astype(np.uint8)
+
+def _no_overview_figure() -> Figure:
+    fig = Figure(figsize=(6.0, 2.0), dpi=100)
+    fig.text(
+        0.5,
+        0.5,
+        "No overview: fewer than two points to draw the spine's centreline.",
+        ha="center",
+        va="center",
+        fontsize=10,
+    )
+    return fig
 
 
 def _read_png(path: Path) -> NDArray[np.uint8]:
@@ -803,7 +752,7 @@ def write_dicom_outputs(
         Graded from the study read from ``series`` (its grid must be the series' grid).
     series : SeriesInfo
         From :func:`vertgrade.io.dicom.read_dicom_series` or
-        :func:`vertgrade.io.dicom.load_dicom_study`.
+        :func:`vertgrade.io.load.load_dicom_study`.
     out_dir : path
         Folder for the files (see :data:`DICOM_OUTPUT_FILES`); an existing non-empty folder is
         refused without ``force``.
@@ -813,12 +762,12 @@ def write_dicom_outputs(
         Patient name and ID when anonymising; default ``ANON-`` and 8 random hex digits.
     overview : path or (H, W, 3) uint8 ndarray, optional
         The overview figure (PNG, or RGB array) for the Secondary Capture. Without it (and
-        without ``report_pdf``), :func:`overview_image` draws one.
+        without ``report_pdf``), the report's overview is drawn (:func:`overview_image`).
     report_pdf : path, optional
         A PDF report, written as Encapsulated PDF. Given alone, no Secondary Capture is
         written; given with ``overview``, both are.
     ct : Volume, optional
-        The study's CT (``study.ct``), as background of the drawn overview.
+        The study's CT (``study.ct``), the background of the drawn overview.
     force : bool
         Overwrite the files of an existing output folder.
 

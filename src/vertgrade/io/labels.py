@@ -1,0 +1,335 @@
+"""The helpers every reader shares: value checks of CT and label arrays, label-format conversion
+to VerSe numbering, and nearest-neighbour resampling of labels onto the CT's grid.
+
+The readers (:mod:`vertgrade.io.nifti`, :mod:`vertgrade.io.dicom`, :mod:`vertgrade.io.load`)
+call these, so that a NIfTI file, a DICOM series and an in-memory array are checked and
+converted the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal, cast
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from vertgrade.errors import InputError
+from vertgrade.levels import VERSE_LABELS, totalseg_total_to_verse
+from vertgrade.study import Volume, find_objects
+
+__all__ = [
+    "LabelFormat",
+    "as_integer_labels",
+    "check_ct",
+    "convert_labels",
+    "present_labels",
+    "resample_nearest",
+    "resample_onto",
+    "same_grid",
+    "subject_from_name",
+    "world_box",
+]
+
+#: How label ids are read: ``"auto"`` takes a map with labels above 28 as TotalSegmentator's
+#: ``total`` task, anything else as VerSe numbering.
+LabelFormat = Literal["auto", "verse", "totalseg-total"]
+
+#: Largest VerSe label id (28, T13); a map with a larger label is read as TotalSegmentator
+#: ``total`` class ids under ``label_format="auto"``.
+_MAX_VERSE_LABEL = 28
+#: Affines that agree to this (mm, absolute) describe the same grid.
+_SAME_GRID_ATOL_MM = 1e-3
+#: Largest label id any supported convention uses (uint16).
+_MAX_LABEL = 65535
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks
+# ---------------------------------------------------------------------------------------------
+
+
+def check_ct(path: Path | None, data: NDArray[np.generic]) -> NDArray[np.generic]:
+    """Check that an array holds a CT in HU; ``float64`` becomes ``float32``.
+
+    Parameters
+    ----------
+    path : Path or None
+        The file (or folder) the array came from, named in the error.
+    data : (I, J, K) ndarray
+        Numbers in HU.
+
+    Returns
+    -------
+    (I, J, K) ndarray
+        ``data`` (``float32`` where it was ``float64``).
+
+    Raises
+    ------
+    InputError
+        Not numbers, NaN or infinite voxels, a constant array, or values without air or bone
+        (a label map given as CT).
+
+    Examples
+    --------
+    >>> check_ct(None, np.array([[[-1000.0, 400.0]]])).dtype
+    dtype('float32')
+    """
+    if data.dtype.kind not in "iuf":
+        raise InputError(path, f"has data type {data.dtype}, expected numbers in HU")
+    if data.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        if bad:
+            raise InputError(path, f"contains {bad} NaN or infinite voxels")
+        if data.dtype == np.float64:
+            data = data.astype(np.float32)
+    lo, hi = float(data.min()), float(data.max())
+    if hi - lo == 0:
+        raise InputError(path, f"is constant ({lo:g}); not a CT")
+    if lo >= -100 and hi <= 300:
+        # A CT in HU has air near -1000; a label map given as CT looks like this.
+        raise InputError(
+            path, f"values {lo:g}..{hi:g} do not look like a CT in HU (no air, no bone)"
+        )
+    return data
+
+
+def as_integer_labels(path: Path | None, data: NDArray[np.generic]) -> NDArray[np.integer]:
+    """Check that an array holds non-negative integer labels and store them as ``uint8`` (or
+    ``uint16`` where a label exceeds 255).
+
+    Float storage is accepted where every value is a whole number; ``bool`` becomes ``uint8``.
+
+    Parameters
+    ----------
+    path : Path or None
+        The file the array came from, named in the error.
+    data : (I, J, K) ndarray
+        Label values.
+
+    Returns
+    -------
+    (I, J, K) uint8 or uint16 ndarray
+
+    Raises
+    ------
+    InputError
+        NaN, infinite, non-integer or negative values, labels above 65535, or a non-numeric
+        data type.
+
+    Examples
+    --------
+    >>> as_integer_labels(None, np.array([[[0.0, 20.0]]]))
+    array([[[ 0, 20]]], dtype=uint8)
+    """
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)):
+            raise InputError(path, "label map contains NaN or infinite values")
+        rounded = np.rint(data)
+        if not np.array_equal(rounded, data):
+            raise InputError(path, "label map has non-integer values; expected instance labels")
+        data = rounded
+    elif data.dtype.kind == "b":
+        data = data.astype(np.uint8)
+    elif data.dtype.kind not in "iu":
+        raise InputError(path, f"label map has data type {data.dtype}")
+    lo, hi = int(data.min()), int(data.max())
+    if lo < 0:
+        raise InputError(path, f"label map has negative label {lo}")
+    if hi > _MAX_LABEL:
+        raise InputError(path, f"label map has label {hi}, beyond any vertebra convention")
+    out_dtype = np.uint8 if hi <= 255 else np.uint16
+    return data.astype(out_dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Label conventions
+# ---------------------------------------------------------------------------------------------
+
+
+def present_labels(arr: NDArray[np.integer]) -> NDArray[np.int64]:
+    """The non-zero labels present in an integer array (one pass, no large temporary).
+
+    >>> present_labels(np.array([[[0, 20, 20, 19]]], np.uint8))
+    array([19, 20])
+    """
+    objects = find_objects(arr)
+    return np.array([i + 1 for i, sl in enumerate(objects) if sl is not None], dtype=np.int64)
+
+
+def convert_labels(vol: Volume, label_format: LabelFormat, notes: list[str]) -> Volume:
+    """A label volume in VerSe numbering.
+
+    Parameters
+    ----------
+    vol : Volume
+        Integer labels as read (see :func:`as_integer_labels`).
+    label_format : {"auto", "verse", "totalseg-total"}
+        ``"totalseg-total"``: TotalSegmentator ``total`` class ids, mapped to VerSe labels
+        (other classes become background); ``"verse"``: VerSe labels, checked;
+        ``"auto"``: ``"totalseg-total"`` where a label above 28 is present, else ``"verse"``.
+    notes : list of str
+        Receives a note where ``"auto"`` chose the TotalSegmentator reading.
+
+    Returns
+    -------
+    Volume
+        ``vol`` itself for VerSe labels, else a new ``uint8`` volume.
+
+    Raises
+    ------
+    InputError
+        An empty map, no vertebra class in a TotalSegmentator map, or labels outside the
+        VerSe convention.
+
+    Examples
+    --------
+    >>> v = Volume(np.array([[[0, 31], [26, 5]]], np.uint8), np.eye(4), "labels")
+    >>> notes: list[str] = []
+    >>> convert_labels(v, "auto", notes).array.tolist(), len(notes)
+    ([[[0, 20], [26, 0]]], 1)
+    """
+    arr = cast("NDArray[np.integer]", vol.array)
+    present = present_labels(arr)
+    if present.size == 0:
+        raise InputError(vol.source, "label map is empty (no labelled voxel)")
+    fmt = label_format
+    if fmt == "auto":
+        fmt = "totalseg-total" if present.max() > _MAX_VERSE_LABEL else "verse"
+        if fmt == "totalseg-total":
+            notes.append(
+                "labels read as TotalSegmentator 'total' class ids (labels above 28 found)"
+            )
+    if fmt == "totalseg-total":
+        lut = np.zeros(int(present.max()) + 1, np.uint8)
+        kept = []
+        for c in present:
+            v = totalseg_total_to_verse(int(c))
+            if v is not None:
+                lut[c] = v
+                kept.append(int(c))
+        if not kept:
+            raise InputError(
+                vol.source,
+                "no vertebra classes (26-50) in this TotalSegmentator 'total' label map",
+            )
+        return Volume(lut[arr], vol.affine, "labels", vol.source)
+    bad = [int(c) for c in present if int(c) not in VERSE_LABELS]
+    if bad:
+        raise InputError(
+            vol.source,
+            f"labels {bad} are outside the VerSe convention (1-7 C1-C7, 8-19 T1-T12, 20-24 L1-L5, "
+            "25 L6, 26 S1, 28 T13); for TotalSegmentator 'total' output use "
+            "--label-format totalseg-total",
+        )
+    return vol
+
+
+def subject_from_name(name: str) -> str:
+    """Subject id from a file or folder name: its BIDS ``sub-*`` entity, else the name without
+    its NIfTI suffix.
+
+    >>> subject_from_name("sub-verse004_seg-vert_msk.nii.gz"), subject_from_name("ct.nii.gz")
+    ('sub-verse004', 'ct')
+    """
+    m = re.match(r"^(sub-[^_]+)", name)
+    if m:
+        return m.group(1)
+    stem = name
+    for suffix in (".nii.gz", ".nii", ".gz"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return stem
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids
+# ---------------------------------------------------------------------------------------------
+
+
+def same_grid(a: Volume, b: Volume) -> bool:
+    """Whether two volumes share shape and affine (to 0.001 mm).
+
+    >>> a = Volume(np.zeros((2, 3, 4)), np.eye(4), "labels")
+    >>> same_grid(a, a), same_grid(a, Volume(np.zeros((2, 3, 4)), np.diag([2, 1, 1, 1]), "ct"))
+    (True, False)
+    """
+    return a.shape == b.shape and bool(
+        np.allclose(a.affine, b.affine, atol=_SAME_GRID_ATOL_MM, rtol=0)
+    )
+
+
+def world_box(v: Volume) -> NDArray[np.float64]:
+    """(2, 3) world (RAS+ mm) bounding box of a volume's voxel centres: minimum, then maximum.
+
+    >>> world_box(Volume(np.zeros((2, 3, 4)), np.diag([2.0, 1, 1, 1]), "ct")).tolist()
+    [[0.0, 0.0, 0.0], [2.0, 2.0, 3.0]]
+    """
+    n = np.array(v.shape) - 1
+    corners = np.array([[i, j, k, 1.0] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])])
+    w = (v.affine @ corners.T).T[:, :3]
+    return np.stack([w.min(axis=0), w.max(axis=0)])
+
+
+def resample_nearest(src: Volume, ref: Volume) -> Volume:
+    """Nearest-neighbour resampling of a label volume onto another grid (same world space).
+
+    The source is padded with one voxel of background and sampled in ``"nearest"`` mode, so
+    that a reference voxel lying on the source's outermost voxel centres (up to rounding of the
+    affines) keeps its label, and every voxel beyond the padding is background.
+
+    Parameters
+    ----------
+    src : Volume
+        The labels (or mask) to resample.
+    ref : Volume
+        The grid to resample onto.
+
+    Returns
+    -------
+    Volume
+        ``src``'s values on ``ref``'s shape and affine, with ``src``'s kind and source.
+
+    Examples
+    --------
+    A reference grid one voxel wider on each side along ``i``:
+
+    >>> src = Volume(np.arange(1, 9, dtype=np.uint8).reshape(2, 2, 2), np.eye(4), "labels")
+    >>> shifted = np.eye(4); shifted[0, 3] = -1.0
+    >>> resample_nearest(src, Volume(np.zeros((4, 2, 2)), shifted, "ct")).array[:, 0, 0].tolist()
+    [0, 1, 5, 0]
+    """
+    m = np.linalg.inv(src.affine) @ ref.affine
+    padded = np.pad(np.asarray(src.array), 1)
+    out = ndimage.affine_transform(
+        padded, m[:3, :3], m[:3, 3] + 1.0, output_shape=ref.shape, order=0, mode="nearest"
+    )
+    return Volume(out, ref.affine, src.kind, src.source)
+
+
+def resample_onto(src: Volume, ref: Volume, what: str) -> Volume:
+    """:func:`resample_nearest`, refusing volumes that do not overlap in physical space.
+
+    Parameters
+    ----------
+    src, ref : Volume
+        As for :func:`resample_nearest`.
+    what : str
+        What ``src`` is (``"labels"``, ``"body mask"``), for the error.
+
+    Raises
+    ------
+    InputError
+        The world boxes of ``src`` and ``ref`` are disjoint (named with both boxes in mm).
+    """
+    box_s, box_r = world_box(src), world_box(ref)
+    if np.any(box_s[1] < box_r[0]) or np.any(box_r[1] < box_s[0]):
+        raise InputError(
+            src.source,
+            f"{what} do not overlap the CT in physical space (labels span "
+            f"{np.round(box_s[0]).tolist()}..{np.round(box_s[1]).tolist()} mm, CT "
+            f"{np.round(box_r[0]).tolist()}..{np.round(box_r[1]).tolist()} mm)",
+        )
+    return resample_nearest(src, ref)

@@ -1,0 +1,165 @@
+"""Writing a result folder: ``result.json``, ``vertebrae.csv``, ``alignment.csv`` and
+``bodies.nii.gz``.
+
+All files are first written into a hidden staging folder beside their destination and only then
+moved into place, each with an atomic rename: an interrupted run leaves no half-written file,
+and an existing result folder is never touched without ``force``.
+
+``result.json`` is validated before it is written against the JSON schema
+``vertgrade/report/schema/result.schema.json`` (:func:`load_schema`), with one validator built
+the first time it is needed and reused for every document after that.
+
+Examples
+--------
+>>> import jsonschema
+>>> schema = load_schema()
+>>> schema["type"], "vertebrae" in schema["properties"]
+('object', True)
+>>> try:
+...     validate_result({"schema_version": "1.2"})
+... except jsonschema.ValidationError as err:
+...     print(err.validator)
+required
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.protocols import Validator
+
+from vertgrade.alignment import ALIGNMENT_COLUMNS
+from vertgrade.io.files import check_output_dir, staged_files
+from vertgrade.io.nifti import save_nifti
+from vertgrade.result import CSV_COLUMNS, SpineResult
+
+__all__ = ["OUTPUT_FILES", "load_schema", "validate_result", "write_result"]
+
+#: The files a result folder holds.
+OUTPUT_FILES = ("result.json", "vertebrae.csv", "alignment.csv", "bodies.nii.gz")
+
+# The schema file, relative to the ``vertgrade.report`` package (shipped in the wheel).
+_SCHEMA_FILE = "schema/result.schema.json"
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON schema of ``result.json`` (a fresh dict on each call).
+
+    Returns
+    -------
+    dict
+        The schema (JSON Schema 2020-12), alignment object included.
+    """
+    path = resources.files("vertgrade.report").joinpath(_SCHEMA_FILE)
+    schema: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    return schema
+
+
+@cache
+def _validator() -> Validator:
+    """The validator of :func:`load_schema`, built (and the schema checked) once per process."""
+    schema = load_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    validator: Validator = cls(schema)
+    return validator
+
+
+def validate_result(document: dict[str, Any]) -> None:
+    """Check a ``result.json`` document against the schema.
+
+    Parameters
+    ----------
+    document : dict
+        ``SpineResult.to_dict()`` or a loaded ``result.json``.
+
+    Raises
+    ------
+    jsonschema.ValidationError
+        The document does not follow the schema; the error is the most relevant one
+        (``jsonschema.exceptions.best_match``), as :func:`jsonschema.validate` reports it.
+    """
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(document))
+    if error is not None:
+        raise error
+
+
+def _csv_text(result: SpineResult) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for row in result.to_records():
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
+    return buf.getvalue()
+
+
+def _alignment_csv(result: SpineResult) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(ALIGNMENT_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    rows = result.alignment.to_records() if result.alignment is not None else []
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in ALIGNMENT_COLUMNS})
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: empty for ``None``, ``true`` / ``false`` for booleans.
+
+    >>> _cell(None), _cell(True), _cell(2.5)
+    ('', 'true', 2.5)
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def write_result(result: SpineResult, out_dir: str | Path, *, force: bool = False) -> list[Path]:
+    """Write the result folder.
+
+    ``bodies.nii.gz`` holds the isolated bodies labelled by vertebra, on the input CT's grid
+    and affine (or the labels' where there is no CT); ``alignment.csv`` the per-vertebra and
+    per-segment angles of :mod:`vertgrade.alignment`.
+
+    Parameters
+    ----------
+    result : SpineResult
+        From :func:`vertgrade.grade_study`.
+    out_dir : path
+        The result folder (created if missing).
+    force : bool
+        Overwrite the files of an existing result folder.
+
+    Returns
+    -------
+    list of Path
+        The files written, in the order of :data:`OUTPUT_FILES`.
+
+    Raises
+    ------
+    OutputError
+        The folder exists and is not empty (without ``force``), or is a file.
+    jsonschema.ValidationError
+        The result does not follow the schema (nothing is written then).
+    """
+    out = check_output_dir(out_dir, force=force)
+    document = result.to_dict()
+    validate_result(document)
+    with staged_files(out, OUTPUT_FILES) as staging:
+        (staging / "result.json").write_text(
+            json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        )
+        (staging / "vertebrae.csv").write_text(_csv_text(result), encoding="utf-8", newline="")
+        (staging / "alignment.csv").write_text(_alignment_csv(result), encoding="utf-8", newline="")
+        bodies = result.grid.to_input_grid(result.bodies)
+        save_nifti(bodies, result.grid.affine, staging / "bodies.nii.gz")
+    return [out / name for name in OUTPUT_FILES]
