@@ -13,7 +13,6 @@ where the data is absent. Every number in the file is computed by this script.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vertgrade import grade_study, load_study
+from vertgrade.io.grades import read_grades
 from vertgrade.io.load import study_from_arrays
 from vertgrade.io.nifti import read_volume
 from vertgrade.phantom import FractureSpec, make_phantom
@@ -178,18 +178,27 @@ def real_section(root: Path | None) -> str:
         out.append(f"| {v.level} | {dice:.3f} | {v.reason or ''} |")
     out.append("")
 
-    grades = {}
-    with open(root / "grades.csv", newline="") as fh:
-        for r in csv.DictReader(fh):
-            grades[(r["subject"], int(r["label"]))] = int(r["genant_grade"])
+    rows = read_grades(root / "grades.csv")
+    grades = {(r.subject, r.label): r.grade for r in rows}
+    # every subject of grades.csv whose folder is here (sub-verse012 -> verse012/)
+    subjects = list(dict.fromkeys(r.subject for r in rows))
+    folders = [root / s.removeprefix("sub-") for s in subjects]
+    missing = [f.name for f in folders if not f.is_dir()]
+    folders = [f for f in folders if f.is_dir()]
     out.append("### Expert Genant grades (VerSe 2019)\n")
+    out.append(
+        f"Every subject of `grades.csv` with its folder present: {len(folders)} "
+        f"({', '.join(f.name for f in folders)})"
+        + (f"; not present: {', '.join(missing)}" if missing else "")
+        + ".\n"
+    )
     out.append(
         "| subject | level | true | predicted | type | conf | RHLV a / m / p | "
         "height a / m / p mm | reference a / m / p mm | source | flags |"
     )
     out.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name in ("verse012", "verse004"):
-        r = grade_study(load_study(root / name))
+    for folder in folders:
+        r = grade_study(load_study(folder))
         for v in r.vertebrae:
             t = grades.get((r.subject, v.label))
             rh = "-" if v.rhlv is None else " / ".join(f"{100 * v.rhlv[k]:.0f}%" for k in THIRDS)

@@ -37,6 +37,7 @@ __all__ = [
     "FRAGMENT_FRACTION",
     "GENANT_THRESHOLDS",
     "LABEL_MARGIN_MM",
+    "BodyParams",
     "GradingConfig",
     "MorphometryParams",
     "NeighbourParams",
@@ -78,6 +79,45 @@ class ThirdsParams:
 
     rim_mm: float = 2.0
     central_fraction: float = 0.4
+
+
+@dataclass(frozen=True)
+class BodyParams:
+    """How a vertebral body is cut out of its vertebra label (:mod:`vertgrade.geometry.body`).
+
+    Attributes
+    ----------
+    projection_step_mm : float
+        Grid step of the vertebra's axial projection, in which the canal is found.
+    min_canal_area_mm2 : float
+        Smallest plausible canal cross-section (the adult lumbar canal is about 150-250 mm2,
+        the cervical about 150 mm2); smaller holes are label noise.
+    canal_centre_tolerance : float
+        An open arch's concavity counts as the canal when its centre lies within this fraction
+        of the vertebra's width from the left-right centre.
+    max_wall_slope : float
+        Largest slope (mm per mm) of the posterior-wall line across the canal.
+    opening_mm : float
+        Radius of the opening that detaches the pedicles from the body footprint.
+    fallback_opening_divisor : float
+        Without a canal, the footprint is what survives an opening of radius vertebra width /
+        this (1/6 of the width).
+    major_part_fraction : float
+        Parts of the footprint holding at least this fraction of the largest are kept (a body
+        split by a sagittal cleft stays whole).
+    canal_not_found_kept_fraction : float
+        Without a canal, QC flag ``canal_not_found`` when less than this fraction of the
+        projection was kept as body (a label of the body alone keeps about all of it).
+    """
+
+    projection_step_mm: float = 1.0
+    min_canal_area_mm2: float = 20.0
+    canal_centre_tolerance: float = 0.2
+    max_wall_slope: float = 0.5
+    opening_mm: float = 1.5
+    fallback_opening_divisor: float = 6.0
+    major_part_fraction: float = 0.25
+    canal_not_found_kept_fraction: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -203,6 +243,11 @@ class GradingConfig:
     crush_posterior_share : float
         A fracture is a crush when its posterior third lost at least this share of the largest
         regional loss (the whole body collapsed).
+    body : BodyParams
+        How each body is cut out of its vertebra label.
+    centreline_smoothing_mm : float
+        Smoothing of the spline through the vertebra centres (the residual it may leave at each
+        centre), for the frames and the centreline.
     label_margin_mm : float
         Each label is cropped this far beyond its box; pieces of it within this distance of its
         largest piece are kept (a fracture can split a body), farther ones dropped as strays.
@@ -229,6 +274,8 @@ class GradingConfig:
     hu_core_fallback_fraction: float = 0.6
     hu_core_min_voxels: int = 20
     crush_posterior_share: float = CRUSH_POSTERIOR_SHARE
+    body: BodyParams = field(default_factory=BodyParams)
+    centreline_smoothing_mm: float = 1.5
     label_margin_mm: float = LABEL_MARGIN_MM
     fragment_fraction: float = FRAGMENT_FRACTION
 

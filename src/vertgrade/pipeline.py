@@ -122,7 +122,8 @@ def grade_study(
     order = anatomical_order(list(vox))
 
     # --- geometry: two passes, whole-vertebra centres, then body centres -------------------
-    frames = spine_frames({k: vox[k].centroid_mm for k in order})
+    smoothing = cfg.centreline_smoothing_mm
+    frames = spine_frames({k: vox[k].centroid_mm for k in order}, smoothing_mm=smoothing)
     given = study.bodies.array if study.bodies is not None else None
 
     def given_body(k: int) -> NDArray[np.bool_] | None:
@@ -130,11 +131,11 @@ def grade_study(
 
     iso = {}
     for i, k in enumerate(order):
-        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=given_body(k))
+        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=given_body(k), params=cfg.body)
         tick("geometry", i + 1, 2 * len(order))
-    frames = spine_frames({k: iso[k].centroid_mm for k in order})
+    frames = spine_frames({k: iso[k].centroid_mm for k in order}, smoothing_mm=smoothing)
     for i, k in enumerate(order):
-        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=given_body(k))
+        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=given_body(k), params=cfg.body)
         tick("geometry", len(order) + i + 1, 2 * len(order))
     timings["geometry"] = time.perf_counter() - t0
 
@@ -152,7 +153,7 @@ def grade_study(
     # frames.
     if cfg.refine_frames:
         deformed = _deformed(measured, screen.estimate(measured), cfg.neighbours.healthy_loss)
-        frames = _refined_frames(order, iso, meas, frames, deformed, cfg.max_axis_deviation_deg)
+        frames = _refined_frames(order, iso, meas, frames, deformed, cfg)
         t3 = time.perf_counter()
         meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
         timings["measure"] += time.perf_counter() - t3
@@ -197,7 +198,9 @@ def grade_study(
     }
     centreline = np.zeros((0, 3))
     if len(order) >= 2:
-        curve = fit_spine_curve(np.stack([frames[k].origin for k in order]))
+        curve = fit_spine_curve(
+            np.stack([frames[k].origin for k in order]), smoothing_mm=cfg.centreline_smoothing_mm
+        )
         centreline = curve.point(
             np.arange(
                 -CENTRELINE_MARGIN_MM, curve.length_mm + CENTRELINE_MARGIN_MM, CENTRELINE_STEP_MM
@@ -312,7 +315,11 @@ def _assess(
         elif v.touches_edge:
             f.append(QCFlag.POSTERIOR_ELEMENTS_CUT.value)
         fpi = iso[k].footprint
-        if not given and not fpi.canal_found and fpi.kept_fraction < 0.9:
+        if (
+            not given
+            and not fpi.canal_found
+            and fpi.kept_fraction < cfg.body.canal_not_found_kept_fraction
+        ):
             # posterior elements were cut away by shape alone (a label of the body alone, with
             # nothing to cut, is not flagged)
             f.append(QCFlag.CANAL_NOT_FOUND.value)
@@ -379,7 +386,7 @@ def _refined_frames(
     meas: dict[int, BodyMeasurement],
     frames: dict[int, LocalFrame],
     deformed: set[int],
-    max_deviation_deg: float,
+    cfg: GradingConfig,
 ) -> dict[int, LocalFrame]:
     """Second-pass frames.
 
@@ -397,14 +404,19 @@ def _refined_frames(
         if k in deformed and sound_idx and sound_idx[0] < i < sound_idx[-1]
     }
     fit = [k for k in order if k not in interior]
-    curve_frames = spine_frames(centres, fit_labels=fit) if interior and len(fit) >= 2 else frames
+    if interior and len(fit) >= 2:
+        curve_frames = spine_frames(
+            centres, fit_labels=fit, smoothing_mm=cfg.centreline_smoothing_mm
+        )
+    else:
+        curve_frames = frames
     out = {}
     for k in order:
         si = curve_frames[k].si
         if k not in deformed and k in meas:
             ax = endplate_axis(meas[k], frames[k])
             # a bisector far from the spine's direction is a measurement problem, not anatomy
-            if ax is not None and float(ax @ si) > np.cos(np.radians(max_deviation_deg)):
+            if ax is not None and float(ax @ si) > np.cos(np.radians(cfg.max_axis_deviation_deg)):
                 si = ax
         out[k] = LocalFrame.from_axes(curve_frames[k].origin, si=si)
     return out

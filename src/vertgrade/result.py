@@ -190,50 +190,46 @@ class VertebraResult:
         return row
 
 
-#: Columns of ``vertebrae.csv``, in order.
-CSV_COLUMNS: tuple[str, ...] = (
-    "label",
-    "level",
-    "status",
-    "grade",
-    "type",
-    "rhlv",
-    "rhlv_anterior",
-    "rhlv_middle",
-    "rhlv_posterior",
-    "height_anterior_mm",
-    "height_middle_mm",
-    "height_posterior_mm",
-    "height_body_mm",
-    "heights_source",
-    "ref_height_anterior_mm",
-    "ref_height_middle_mm",
-    "ref_height_posterior_mm",
-    "mask_height_anterior_mm",
-    "mask_height_middle_mm",
-    "mask_height_posterior_mm",
-    "ct_height_anterior_mm",
-    "ct_height_middle_mm",
-    "ct_height_posterior_mm",
-    "ratio_anterior_posterior",
-    "ratio_middle_posterior",
-    "confidence",
-    "flags",
-    "reason",
-    "reference_sources",
-    "hu_trabecular",
-    "volume_ml",
-    "grade_method",
-    "threshold_grade",
-    "grade_probability",
-)
-
-
 def _r(v: float | None, nd: int) -> float | None:
     if v is None:
         return None
     f = float(v)
     return None if not math.isfinite(f) else round(f, nd)
+
+
+def _empty_record() -> dict[str, Any]:
+    """The row of a vertebra with nothing measured: its keys are the CSV columns."""
+    empty = VertebraResult(
+        label=0,
+        level="",
+        status="not_gradable",
+        reason=None,
+        grade=None,
+        fracture_type=None,
+        confidence=None,
+        rhlv=None,
+        heights_mm=None,
+        heights_source=None,
+        heights_mask_mm=None,
+        heights_ct_mm=None,
+        reference_mm=None,
+        reference_method="",
+        reference_sources=(),
+        reference_uncertainty=None,
+        ratios={},
+        flags=(),
+        hu_trabecular=None,
+        volume_ml=None,
+        width_mm=None,
+        depth_mm=None,
+        centroid_mm=(0.0, 0.0, 0.0),
+        frame=None,
+    )
+    return empty.to_record()
+
+
+#: Columns of ``vertebrae.csv``, in order: the keys of :meth:`VertebraResult.to_record`.
+CSV_COLUMNS: tuple[str, ...] = tuple(_empty_record())
 
 
 @dataclass(frozen=True)
@@ -244,7 +240,7 @@ class SpineResult:
     the input CT's grid); ``centreline_mm`` is the spine's centreline through the final frames'
     origins, sampled every 2 mm (world RAS+ mm, cranial first); ``provenance`` holds inputs with
     checksums, parameters and versions; ``alignment`` the spinal alignment measured from the
-    endplates (:func:`vertgrade.alignment.measure_alignment`).
+    endplates (:func:`vertgrade.pipeline.measure_alignment`).
     ``timings_s`` (not written to JSON, so that reruns give identical files) has the seconds spent
     per stage.
     """

@@ -38,12 +38,15 @@ from vertgrade.io.load import load_study_with_series
 from vertgrade.io.nifti import file_sha256
 from vertgrade.pipeline import ProgressEvent, grade_study
 from vertgrade.report.files import write_result
+from vertgrade.report.pdf import require_browser
 from vertgrade.result import SpineResult
 from vertgrade.study import Study
+from vertgrade.synthesis.grader import apply_grader, load_grader, write_synthesis_features
+from vertgrade.synthesis.reference import SynthesisReference
 
 if TYPE_CHECKING:
     from vertgrade.synthesis.grader import Grader
-    from vertgrade.synthesis.infer import Synthesiser
+    from vertgrade.synthesis.infer import Synthesiser  # imports PyTorch
 
 __all__ = [
     "GradeOptions",
@@ -172,8 +175,6 @@ def load_models(options: GradeOptions) -> LoadedModels:
 
         synthesiser = Synthesiser.from_file(options.model, device=options.device)
     if options.grader is not None:
-        from vertgrade.synthesis.grader import load_grader
-
         grader = load_grader(options.grader)
     return LoadedModels(synthesiser, grader)
 
@@ -247,8 +248,6 @@ def grade_to_folder(
     if (inputs.series_uid or opts.dicom_out) and not is_dicom:
         raise InputError(inputs.ct, "--series and --dicom-out need a DICOM series as input")
     if opts.pdf:
-        from vertgrade.report.pdf import require_browser
-
         require_browser(target=out / "report.pdf")
     loaded = models if models is not None else load_models(opts)
     if opts.reference == "synthesis" and loaded.synthesiser is None:
@@ -264,19 +263,13 @@ def grade_to_folder(
     )
     reference = None
     if loaded.synthesiser is not None and opts.reference == "synthesis":
-        from vertgrade.synthesis.reference import SynthesisReference
-
         reference = SynthesisReference(loaded.synthesiser)
     result = grade_study(study, opts.config, reference=reference, progress=progress)
     if loaded.grader is not None:
-        from vertgrade.synthesis.grader import apply_grader
-
         result = apply_grader(result, loaded.grader.grade(result), loaded.grader)
 
     files = write_result(result, out, force=force)
     if reference is not None:
-        from vertgrade.synthesis.grader import write_synthesis_features
-
         files.append(write_synthesis_features(result, reference, out))
     if opts.report or opts.pdf:
         from vertgrade.report.html import render_report, save_report

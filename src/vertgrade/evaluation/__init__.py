@@ -4,7 +4,7 @@ The stages, one module each:
 
 - :mod:`.predictions`: vertgrade's grades, read from ``result.json`` files
   (:func:`collect_predictions`);
-- :mod:`.evaluate`: matching them to the true grades of a grades file (read by
+- :mod:`.scoring`: matching them to the true grades of a grades file (read by
   :func:`vertgrade.io.grades.read_grades`) and computing every metric, overall and per spinal
   region (:data:`vertgrade.levels.SPINAL_REGIONS`) (:func:`evaluate`);
 - :mod:`.metrics`: the metrics and the patient bootstrap, numpy maths only;
@@ -28,7 +28,6 @@ Examples
 
 from __future__ import annotations
 
-from vertgrade.evaluation.evaluate import Evaluation, Match, ScopeResult, evaluate
 from vertgrade.evaluation.metrics import BINARY_THRESHOLDS, Metric, metric_names
 from vertgrade.evaluation.output import (
     EVALUATION_FILES,
@@ -37,6 +36,7 @@ from vertgrade.evaluation.output import (
     write_evaluation,
 )
 from vertgrade.evaluation.predictions import Prediction, collect_predictions
+from vertgrade.evaluation.scoring import Evaluation, Match, ScopeResult, evaluate
 
 __all__ = [
     "BINARY_THRESHOLDS",

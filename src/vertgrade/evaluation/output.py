@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vertgrade.evaluation.evaluate import Evaluation, Match
 from vertgrade.evaluation.metrics import Metric, metric_names
+from vertgrade.evaluation.scoring import Evaluation, Match
 from vertgrade.io.files import check_output_dir, staged_files
 from vertgrade.io.grades import GRADES
 

@@ -31,9 +31,9 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from skimage.morphology import convex_hull_image, disk
 
-__all__ = ["BodyFootprint", "body_footprint"]
+from vertgrade.config import BodyParams
 
-_MIN_CANAL_MM2 = 20.0  # smallest plausible canal cross-section; the cervical canal is ~150 mm2
+__all__ = ["BodyFootprint", "body_footprint"]
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,12 @@ class BodyFootprint:
     kept_fraction: float = 1.0
 
 
-def _canal(projection: NDArray[np.bool_], step_mm: float) -> tuple[NDArray[np.bool_], bool]:
+def _canal(
+    projection: NDArray[np.bool_], step_mm: float, params: BodyParams
+) -> tuple[NDArray[np.bool_], bool]:
     """The spinal canal in the projection: its largest enclosed hole, else the largest
     concavity near the left-right centre (an arch that the label leaves open)."""
-    min_px = _MIN_CANAL_MM2 / step_mm**2
+    min_px = params.min_canal_area_mm2 / step_mm**2
     holes = ndimage.binary_fill_holes(projection) & ~projection
     lab, n = ndimage.label(holes)
     if n:
@@ -74,14 +76,16 @@ def _canal(projection: NDArray[np.bool_], step_mm: float) -> tuple[NDArray[np.bo
         comp = lab == k
         cc = np.nonzero(comp)[1].mean()
         size = float(comp.sum())
-        if abs(cc - centre) <= 0.2 * width and size > best_size:
+        if abs(cc - centre) <= params.canal_centre_tolerance * width and size > best_size:
             best_size, best_lab = size, k
     if best_size < min_px:
         return np.zeros_like(projection), False
     return lab == best_lab, False
 
 
-def body_footprint(projection: NDArray[np.bool_], *, step_mm: float) -> BodyFootprint:
+def body_footprint(
+    projection: NDArray[np.bool_], *, step_mm: float, params: BodyParams | None = None
+) -> BodyFootprint:
     """Find the vertebral body's footprint in a vertebra's axial projection.
 
     Parameters
@@ -91,6 +95,8 @@ def body_footprint(projection: NDArray[np.bool_], *, step_mm: float) -> BodyFoot
         left -> right.
     step_mm : float
         Grid spacing in mm.
+    params : BodyParams, optional
+        Canal size and position, openings (default: the defaults).
 
     Returns
     -------
@@ -99,10 +105,11 @@ def body_footprint(projection: NDArray[np.bool_], *, step_mm: float) -> BodyFoot
         part that survives an opening of 1/6 of the vertebra's width, and ``canal_found`` is
         False.
     """
+    prm = params or BodyParams()
     proj = np.asarray(projection, dtype=bool)
     if not proj.any():
         return BodyFootprint(np.zeros_like(proj), False, None)
-    canal, enclosed = _canal(proj, step_mm)
+    canal, enclosed = _canal(proj, step_mm, prm)
     ap_c = (np.arange(proj.shape[0]) + 0.5) * step_mm
     lr_c = (np.arange(proj.shape[1]) + 0.5) * step_mm
     if canal.any():
@@ -118,14 +125,14 @@ def body_footprint(projection: NDArray[np.bool_], *, step_mm: float) -> BodyFoot
         x, y = lr_c[cs[keep]], edge[keep]
         if keep.sum() >= 4 and np.ptp(x) > 0:
             slope, icpt = np.polyfit(x, y, 1)
-            slope = float(np.clip(slope, -0.5, 0.5))
+            slope = float(np.clip(slope, -prm.max_wall_slope, prm.max_wall_slope))
             icpt = float(np.median(y - slope * x))
         else:
             slope, icpt = 0.0, float(np.median(y))
         line = icpt + slope * lr_c
         cand = proj & (ap_c[:, None] >= line[None, :])
-        cand = ndimage.binary_opening(cand, structure=disk(max(1, round(1.5 / step_mm))))
-        fp = _keep_major_parts(cand)
+        cand = ndimage.binary_opening(cand, structure=disk(max(1, round(prm.opening_mm / step_mm))))
+        fp = _keep_major_parts(cand, prm.major_part_fraction)
         if fp.any():
             mid = 0.5 * (lr_c[np.flatnonzero(fp.any(axis=0))[[0, -1]]].sum())
             return BodyFootprint(
@@ -133,20 +140,24 @@ def body_footprint(projection: NDArray[np.bool_], *, step_mm: float) -> BodyFoot
             )
     cols = np.flatnonzero(proj.any(axis=0))
     width_mm = (cols[-1] - cols[0] + 1) * step_mm
-    radius = max(1, round(width_mm / 6.0 / step_mm))
+    radius = max(1, round(width_mm / prm.fallback_opening_divisor / step_mm))
     opened = ndimage.binary_opening(proj, structure=disk(radius))
-    fp = _keep_major_parts(opened if opened.any() else proj, largest_only=True)
+    fp = _keep_major_parts(
+        opened if opened.any() else proj, prm.major_part_fraction, largest_only=True
+    )
     return BodyFootprint(fp, False, None, float(fp.sum() / proj.sum()))
 
 
-def _keep_major_parts(mask: NDArray[np.bool_], *, largest_only: bool = False) -> NDArray[np.bool_]:
-    """Keep the largest component and any other holding >= 25 % of its area (a body split by a
-    sagittal cleft stays whole)."""
+def _keep_major_parts(
+    mask: NDArray[np.bool_], fraction: float, *, largest_only: bool = False
+) -> NDArray[np.bool_]:
+    """Keep the largest component and any other holding at least ``fraction`` of its area (a
+    body split by a sagittal cleft stays whole)."""
     lab, n = ndimage.label(mask)
     if n <= 1:
         return mask.copy()
     sizes = ndimage.sum_labels(mask, lab, index=np.arange(1, n + 1))
     if largest_only:
         return lab == int(np.argmax(sizes)) + 1
-    keep = np.flatnonzero(sizes >= 0.25 * sizes.max()) + 1
+    keep = np.flatnonzero(sizes >= fraction * sizes.max()) + 1
     return np.isin(lab, keep)

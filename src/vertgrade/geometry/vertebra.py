@@ -17,7 +17,7 @@ from nibabel.affines import voxel_sizes
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from vertgrade.config import FRAGMENT_FRACTION, LABEL_MARGIN_MM
+from vertgrade.config import FRAGMENT_FRACTION, LABEL_MARGIN_MM, BodyParams
 from vertgrade.geometry.body import BodyFootprint, body_footprint
 from vertgrade.geometry.frames import LocalFrame, fit_spine_curve
 from vertgrade.geometry.sampling import LocalGrid, sample, voxels_to_local
@@ -186,8 +186,8 @@ def isolate_body(
     affine: NDArray[np.float64],
     frame: LocalFrame,
     *,
-    step_mm: float = 1.0,
     given_body: NDArray[np.bool_] | None = None,
+    params: BodyParams | None = None,
 ) -> BodyIsolation:
     """Cut the vertebral body out of a vertebra label.
 
@@ -199,12 +199,14 @@ def isolate_body(
         Voxel -> world of the full grid.
     frame : LocalFrame
         The vertebra's frame (``si`` along the spine).
-    step_mm : float
-        Resolution of the axial projection.
     given_body : bool ndarray, optional
         A body mask on the same crop (from a body segmentation); used instead of the projection
         method when given and non-empty.
+    params : BodyParams, optional
+        The projection's step and the canal search (default: the defaults).
     """
+    prm = params or BodyParams()
+    step_mm = prm.projection_step_mm
     ijk = np.argwhere(vox.mask).astype(np.float64) + np.array(vox.offset)
     local = voxels_to_local(ijk, affine, frame)
     if given_body is not None and given_body.any():
@@ -219,7 +221,7 @@ def isolate_body(
         )
         values = sample(vox.mask.astype(np.float32), affine, grid, offset=vox.offset, order=1)
         projection = np.asarray((values >= 0.5).any(axis=0), dtype=bool)
-        fp = body_footprint(projection, step_mm=step_mm)
+        fp = body_footprint(projection, step_mm=step_mm, params=prm)
         a = np.floor((local[:, 1] - grid.ap[0]) / step_mm + 0.5).astype(int)
         b = np.floor((local[:, 2] - grid.lr[0]) / step_mm + 0.5).astype(int)
         ok = (a >= 0) & (a < projection.shape[0]) & (b >= 0) & (b < projection.shape[1])

@@ -13,9 +13,9 @@ The stages, one module each:
 - :mod:`.specs`: the requested fractures and scoliotic curves (:class:`FractureSpec`,
   :class:`ScoliosisSpec`) and the parsing of the requested levels;
 - :mod:`.anatomy`: level sizes and the analytic vertebral body, healthy and fractured;
-- :mod:`.curve`: the spine curve (kyphosis, lordosis, scoliosis) and each vertebra's frame;
+- :mod:`._curve`: the spine curve (kyphosis, lordosis, scoliosis) and each vertebra's frame;
 - :mod:`.truth`: the true heights, losses, grade, endplate angles and alignment;
-- :mod:`.raster`: the structures as signed distances, painted onto the voxel grid;
+- :mod:`._raster`: the structures as signed distances, painted onto the voxel grid;
 - :mod:`.make`: :func:`make_phantom`, which puts them together, and :class:`Phantom`;
 - :mod:`.files`: :func:`write_phantom`, the CT, labels and ``truth.csv`` (:data:`TRUTH_COLUMNS`).
 

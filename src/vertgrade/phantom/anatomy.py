@@ -13,7 +13,7 @@ coordinates ``(u, a, l)`` = ``(si, ap, lr)`` mm the body is described analytical
 
 The sizes of every level (body, canal, posterior elements, discs) are interpolated in the label
 id between T1, T12, L3 and L5 and multiplied by the patient's ``scale``; the posterior elements
-themselves are shaped in :mod:`vertgrade.phantom.raster`.
+themselves are shaped in :mod:`vertgrade.phantom._raster`.
 
 Healthy heights follow :func:`vertgrade.levels.normative_shape` times ``scale`` times a small
 seeded per-vertebra factor: the three parameters of each height map (height, AP slope, endplate

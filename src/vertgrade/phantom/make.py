@@ -2,10 +2,10 @@
 
 :func:`make_phantom` parses the request (:mod:`~vertgrade.phantom.specs`), shapes the bodies
 (:mod:`~vertgrade.phantom.anatomy`), places them on the spine curve
-(:mod:`~vertgrade.phantom.curve`), sets the voxel grid around them inside a soft-tissue trunk
+(:mod:`~vertgrade.phantom._curve`), sets the voxel grid around them inside a soft-tissue trunk
 (any axis order and signs, anisotropic spacing, oblique in-plane rotation), paints the trunk
 (40 HU in air), discs (90 HU), posterior elements (400 HU) and bodies (800 HU cortex around
-``trabecular_hu``) (:mod:`~vertgrade.phantom.raster`), adds Gaussian noise and computes the
+``trabecular_hu``) (:mod:`~vertgrade.phantom._raster`), adds Gaussian noise and computes the
 truth (:mod:`~vertgrade.phantom.truth`).
 """
 
@@ -24,9 +24,8 @@ from scipy import special
 
 from vertgrade.geometry.frames import LocalFrame
 from vertgrade.morphometry import EndplatePlane
-from vertgrade.phantom.anatomy import BodyGeometry, _Body, _build_body, _disc_below_mm, _ellipse_sd
-from vertgrade.phantom.curve import _coronal_tilts_deg, _spine_frames
-from vertgrade.phantom.raster import (
+from vertgrade.phantom._curve import _coronal_tilts_deg, _spine_frames
+from vertgrade.phantom._raster import (
     _CT_RANGE,
     _body_part,
     _disc_part,
@@ -36,6 +35,7 @@ from vertgrade.phantom.raster import (
     _Part,
     _posterior_parts,
 )
+from vertgrade.phantom.anatomy import BodyGeometry, _Body, _build_body, _disc_below_mm, _ellipse_sd
 from vertgrade.phantom.specs import (
     FractureSpec,
     ScoliosisSpec,

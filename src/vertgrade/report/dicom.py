@@ -51,6 +51,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
+from vertgrade._version import __version__
 from vertgrade.errors import InputError, OutputError
 from vertgrade.geometry.thirds import THIRDS
 from vertgrade.io.dicom import SeriesInfo
@@ -192,7 +193,6 @@ def _coding_scheme_item() -> Dataset:
 
 
 def _version() -> str:
-    from vertgrade._version import __version__
 
     return __version__
 

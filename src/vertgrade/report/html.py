@@ -40,10 +40,12 @@ from typing import Any
 import jsonschema
 import numpy as np
 
+from vertgrade._version import __version__
 from vertgrade.config import GENANT_THRESHOLDS
 from vertgrade.errors import InputError, OutputError
 from vertgrade.geometry.thirds import THIRDS
 from vertgrade.io.files import atomic_path
+from vertgrade.io.load import load_study
 from vertgrade.io.nifti import file_sha256, read_volume
 from vertgrade.report.figures import (
     figure_png,
@@ -195,7 +197,6 @@ def _load_result_dir(result_dir: Path) -> _Loaded:
     problems: dict[str, str] = {}
     ct: Volume | None = None
     labels: Volume | None = None
-    from vertgrade.io.load import load_study
 
     def changed_folder(role: str, study: Study) -> bool:
         """A folder read again whose checksum is not the one recorded: not shown."""
@@ -355,7 +356,6 @@ def render_document(
     str
         The HTML document.
     """
-    from vertgrade._version import __version__
 
     verts: list[Mapping[str, Any]] = list(document["vertebrae"])
     params = document["provenance"].get("parameters") or {}

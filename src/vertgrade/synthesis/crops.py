@@ -39,6 +39,7 @@ from vertgrade.errors import InputError
 from vertgrade.geometry.frames import LocalFrame, fit_spine_curve
 from vertgrade.geometry.sampling import LocalGrid, sample
 from vertgrade.grading import LossMap, loss_map
+from vertgrade.io.files import atomic_path
 from vertgrade.levels import anatomical_order
 from vertgrade.morphometry import height_map_from_profiles
 from vertgrade.qc import QCFlag
@@ -275,7 +276,6 @@ class StraightenedSpine:
     # --- storage --------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         """Write to ``path`` (``.npz``, compressed), atomically."""
-        from vertgrade.io.files import atomic_path
 
         meta = {
             "format": SPINE_FORMAT,

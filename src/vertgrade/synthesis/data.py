@@ -41,7 +41,11 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from vertgrade._version import __version__
 from vertgrade.errors import InputError
+from vertgrade.io.files import check_output_dir, staged_files
+from vertgrade.io.grades import grades_by_subject, read_grades
+from vertgrade.io.load import load_study
 from vertgrade.pipeline import grade_study
 from vertgrade.synthesis.config import Pass, SynthesisConfig
 from vertgrade.synthesis.crops import (
@@ -437,10 +441,6 @@ def build_samples(
     Path
         ``out_dir / "samples.json"``.
     """
-    from vertgrade._version import __version__
-    from vertgrade.io.files import check_output_dir, staged_files
-    from vertgrade.io.grades import grades_by_subject, read_grades
-    from vertgrade.io.load import load_study
 
     out = check_output_dir(out_dir, force=force)
     created = not out.exists()

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from vertgrade.errors import InputError
 from vertgrade.synthesis.config import SynthesisConfig
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """A torch device, checked: ``InputError`` if it does not exist on this machine."""
-    from vertgrade.errors import InputError
 
     try:
         dev = torch.device(device)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vertgrade._version import __version__
 from vertgrade.errors import ModelFileError
 from vertgrade.io.files import atomic_path
 from vertgrade.io.nifti import file_sha256
@@ -49,7 +50,6 @@ MODEL_FORMAT_VERSION = 1
 
 
 def _version() -> str:
-    from vertgrade._version import __version__
 
     return __version__
 
