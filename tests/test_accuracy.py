@@ -56,6 +56,7 @@ GEOMETRIES = [
 
 
 @pytest.mark.parametrize(("orientation", "spacing", "tol"), GEOMETRIES)
+@pytest.mark.slow
 def test_ct_refined_heights_within_tolerance(orientation: str, spacing: tuple, tol: float) -> None:
     """Within 0.5 mm of truth at 1 mm spacing, within 1 mm at 3 x 1 x 1 mm, every third of
     every vertebra, fractured ones included."""
@@ -79,6 +80,7 @@ def test_mask_heights_labels_only(orientation: str, spacing: tuple, tol: float) 
     assert np.abs(err).max() <= 1.25 * tol, np.round(err, 2)
 
 
+@pytest.mark.slow
 def test_oblique_affine() -> None:
     ph = _phantom("RAS", (1.0, 1.0, 1.0), oblique=12.0)
     assert not np.allclose(ph.affine[:3, :3], np.diag(np.diag(ph.affine[:3, :3])))
@@ -103,6 +105,7 @@ def _reoriented(ph: Phantom, perm: tuple[int, int, int], flips: tuple[bool, bool
     return ct, lab, aff @ p
 
 
+@pytest.mark.slow
 def test_invariant_to_voxel_order() -> None:
     """Permuting and flipping the voxel grid (affine updated to match) changes no number."""
     ph = _phantom("RAS", (1.0, 1.0, 1.0))
@@ -115,6 +118,7 @@ def test_invariant_to_voxel_order() -> None:
             assert a.heights_mm.get(r) == pytest.approx(b.heights_mm.get(r), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_same_phantom_in_two_orientations_gives_the_same_numbers() -> None:
     """Two phantoms of the same body on differently ordered grids (PIR vs RAS; the voxel
     centres may differ by a fraction of a voxel) give the same heights to within 0.3 mm."""
@@ -126,6 +130,7 @@ def test_same_phantom_in_two_orientations_gives_the_same_numbers() -> None:
             assert va.heights_mm.get(r) == pytest.approx(vb.heights_mm.get(r), abs=0.3)
 
 
+@pytest.mark.slow
 def test_heights_scale_with_the_spine() -> None:
     """A phantom scaled by 1.2 in every length measures 1.2 times taller."""
     small = make_phantom("L1-L3", seed=1)
@@ -164,6 +169,7 @@ def _random_spines(n_spines: int, seed: int) -> list[tuple[str, list[str], str, 
     return spines
 
 
+@pytest.mark.slow
 def test_grades_exact_away_from_thresholds() -> None:
     """Over >= 50 generated vertebrae of all types and grades, adjacent fractures included,
     the grade is exact wherever the true loss is at least 3 points from a threshold, and the
@@ -198,6 +204,7 @@ def test_grades_exact_away_from_thresholds() -> None:
     assert not misses, misses
 
 
+@pytest.mark.slow
 def test_adjacent_crush_fractures_keep_their_reference() -> None:
     """Three adjacent crush fractures (uniform loss, invisible to within-vertebra ratios) are
     each graded against healthy vertebrae further away."""

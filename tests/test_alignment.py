@@ -446,6 +446,7 @@ def _allowed_ends(ph: Phantom, curve: TrueCurve, tol_deg: float = 1.0) -> tuple[
 
 
 @pytest.mark.parametrize("name", list(PHANTOMS))
+@pytest.mark.slow
 def test_cobb_angles_on_phantoms(name: str) -> None:
     ph, _, al = _graded(name)
     truth = ph.alignment
@@ -478,6 +479,7 @@ def test_cobb_angles_on_phantoms(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(PHANTOMS))
+@pytest.mark.slow
 def test_kyphosis_and_lordosis_on_phantoms(name: str) -> None:
     ph, _, al = _graded(name)
     truth = ph.alignment
@@ -550,6 +552,7 @@ def test_vertebra_cut_by_the_field_of_view_is_left_out() -> None:
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_real_cases_are_plausible(data_dir: Path) -> None:
     d = data_dir
     v12 = measure_alignment(grade_study(load_study(d / "verse012")))

@@ -21,6 +21,7 @@ def _csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
 
 
+@pytest.mark.slow
 def test_phantom_then_grade_writes_outputs_on_the_input_grid(tmp_path: Path) -> None:
     ph = tmp_path / "ph"
     res = runner.invoke(
@@ -93,6 +94,7 @@ def test_labels_only_grade(tmp_path: Path) -> None:
     assert all(r["grade"] == "0" for r in rows)
 
 
+@pytest.mark.slow
 def test_demo(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     res = runner.invoke(app, ["demo", "-o", str(out)])
@@ -118,6 +120,7 @@ def test_help_lists_commands() -> None:
         assert cmd in res.stdout
 
 
+@pytest.mark.slow
 def test_evaluate_command(tmp_path: Path) -> None:
     """grade two phantom studies, evaluate them against their truth grades."""
     rows = ["subject,label,grade"]
@@ -142,6 +145,7 @@ def test_evaluate_command(tmp_path: Path) -> None:
     assert metrics["scopes"]["all"]["metrics"]["accuracy"]["value"] == 1.0
 
 
+@pytest.mark.slow
 def test_grade_from_dicom_with_dicom_outputs(tmp_path: Path) -> None:
     """A DICOM CT series on the command line: same grades as the NIfTI path, DICOM outputs."""
     pytest.importorskip("pydicom")
@@ -167,6 +171,7 @@ def test_grade_from_dicom_with_dicom_outputs(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "need a DICOM series" in bad.stderr
 
 
+@pytest.mark.slow
 def test_synthesis_commands_end_to_end(tmp_path: Path) -> None:
     """synthesis-data -> train-synthesis (2 epochs) -> grade --reference synthesis: the
     commands run and write their files (accuracy is tested in tests/test_synthesis.py)."""

@@ -130,6 +130,7 @@ def _studies_state(out: Path) -> dict[str, tuple[str, int, int]]:
 # --- the cohort run ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cohort_grades_every_study_and_records_the_corrupt_one(
     first_run: tuple[Path, CohortSummary, list[CohortProgress]],
     phantom_cohort: tuple[Path, dict[str, Any]],
@@ -195,6 +196,7 @@ def test_cohort_grades_every_study_and_records_the_corrupt_one(
     assert _rows(from_csv) == _rows(table)
 
 
+@pytest.mark.slow
 def test_cohort_results_equal_grading_each_study_alone(
     first_run: tuple[Path, CohortSummary, list[CohortProgress]],
     phantom_cohort: tuple[Path, dict[str, Any]],
@@ -216,6 +218,7 @@ def test_cohort_results_equal_grading_each_study_alone(
 # --- resuming ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_without_recomputing_finished_studies(
     cohort_extra: None, phantom_cohort: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -267,6 +270,7 @@ def test_a_killed_run_resumes_without_recomputing_finished_studies(
     }
 
 
+@pytest.mark.slow
 def test_changed_inputs_or_parameters_regrade_exactly_the_affected_studies(
     first_run: tuple[Path, CohortSummary, list[CohortProgress]],
     phantom_cohort: tuple[Path, dict[str, Any]],
@@ -367,6 +371,7 @@ def test_an_output_folder_in_use_or_of_something_else_is_refused(
     assert summary.n_vertebrae == 4 and (other / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_the_grade_options_reach_every_study(
     cohort_extra: None, one_study: list[StudySpec], tmp_path: Path
 ) -> None:

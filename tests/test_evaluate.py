@@ -665,6 +665,7 @@ def _auroc(pos: list[float], neg: list[float]) -> float | None:
 
 
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_real_cases_consistent_with_per_vertebra_grades(
     real_results: dict[str, Any], data_dir: Path, expert_grades: dict[tuple[str, int], int]
 ) -> None:

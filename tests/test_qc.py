@@ -55,6 +55,7 @@ def _shift(axis: int, n: int) -> np.ndarray:
     return m
 
 
+@pytest.mark.slow
 def test_label_fragments_flagged_and_dropped() -> None:
     ph = _ph()
     lab = _levels(ph, "L1")
@@ -152,6 +153,7 @@ def test_reference_estimators_share_one_contract(make) -> None:  # type: ignore[
         assert v.reference_method == est.name and v.reference_mm is not None
 
 
+@pytest.mark.slow
 def test_second_run_gives_identical_files(tmp_path: Path) -> None:
     from vertgrade.phantom import write_phantom
 

@@ -141,6 +141,7 @@ def test_verse_centroids_read_with_their_direction(data_dir: Path) -> None:
             assert study.labels.array[tuple(ijk)] == label, (name, label)
 
 
+@pytest.mark.slow
 def test_totalsegmentator_outputs_agree(data_dir: Path, tmp_path: Path) -> None:
     """pp_refined multilabel, a per-structure folder and the 'total' class ids give the same
     vertebrae; the vertebrae_body mask can replace the body isolation."""
@@ -175,6 +176,7 @@ def test_totalsegmentator_outputs_agree(data_dir: Path, tmp_path: Path) -> None:
             assert abs(va.heights_mm.posterior - vb.heights_mm.posterior) < 4.0
 
 
+@pytest.mark.slow
 def test_result_json_validates_and_reruns_identically(data_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

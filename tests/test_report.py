@@ -169,6 +169,7 @@ def _png(uri: str | None) -> np.ndarray:
 # --- content --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_is_self_contained(report_html: str, graded: tuple[SpineResult, Study]) -> None:
     page = _parse(report_html)
     assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
@@ -304,6 +305,7 @@ def test_overview_follows_the_centreline(graded: tuple[SpineResult, Study]) -> N
     assert np.abs(np.sum(tangent * ov.sheet.anterior, axis=1)).max() < 1e-2
 
 
+@pytest.mark.slow
 def test_labels_only_study(phantom: Phantom, tmp_path: Path) -> None:
     study = study_from_arrays(phantom.labels, phantom.affine, subject="labels-only")
     result = grade_study(study)
@@ -326,6 +328,7 @@ def test_labels_only_study(phantom: Phantom, tmp_path: Path) -> None:
     assert [r[0] for r in _parse(from_dir).rows if r] == [v.level for v in result.vertebrae]
 
 
+@pytest.mark.slow
 def test_not_gradable_vertebra(phantom: Phantom) -> None:
     # cut the field of view through L3's body: L3 cannot be graded, the rest can
     inv = np.linalg.inv(phantom.affine)
@@ -367,6 +370,7 @@ def test_single_vertebra() -> None:
 # --- from a result folder -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_from_folder_finds_the_ct(result_dir: Path) -> None:
     out = result_dir / "out"
     text = render_result_dir(out)
@@ -376,6 +380,7 @@ def test_report_from_folder_finds_the_ct(result_dir: Path) -> None:
     assert [r[0] for r in _parse(text).rows if r] == [v["level"] for v in doc["vertebrae"]]
 
 
+@pytest.mark.slow
 def test_report_from_folder_with_the_ct_moved_or_changed(result_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(result_dir / "out", out)
@@ -400,6 +405,7 @@ def test_report_from_folder_with_the_ct_moved_or_changed(result_dir: Path, tmp_p
         shutil.copy(moved, ct_path)
 
 
+@pytest.mark.slow
 def test_report_from_folder_with_a_label_folder(tmp_path: Path) -> None:
     # labels as TotalSegmentator's per-structure files, no CT: the folder's checksum is checked
     ph = make_phantom("L1-L3", ("L2:crush:0.3",), spacing=2.0, fov_mm=(120.0, 120.0))
@@ -520,6 +526,7 @@ def test_dicom_overview_is_the_report_overview(
 
 
 @needs_chromium
+@pytest.mark.slow
 def test_report_renders_in_chromium(result_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(result_dir / "out", out)

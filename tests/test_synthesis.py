@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+#: the learned synthesis trains generators (minutes in all): the slow tier
+pytestmark = pytest.mark.slow
 pytest.importorskip("safetensors")
 
 from vertgrade.errors import InputError, ModelFileError, OutputError  # noqa: E402
