@@ -6,6 +6,11 @@ parameters made it. A user changes them from a TOML or JSON parameters file
 (``vertgrade grade --params FILE``, read by :func:`config_from_dict` after :func:`read_params`);
 ``vertgrade params`` prints the defaults in that format.
 
+Fixed definitions that a measured and a reference height must share (the robust mean's outlier
+bound, the fewest columns of a regional height) are named constants of
+:mod:`vertgrade.morphometry`, not parameters; the figures' colours and windows are in
+:mod:`vertgrade.report.style`.
+
 Examples
 --------
 >>> cfg = GradingConfig()

@@ -53,6 +53,22 @@ __all__ = [
     "robust_mean",
 ]
 
+#: Outliers are values beyond this many scaled median absolute deviations from the median
+#: (robust means of heights and CT offsets, endplate-plane refits). Fixed, not a grading
+#: parameter: the learned reference forms its heights with the same definition, and a measured
+#: height is only comparable with a reference height formed the same way.
+OUTLIER_MADS = 3.5
+#: Scales a median absolute deviation to a standard deviation for normal data (1 / Phi^-1(3/4)).
+MAD_TO_SIGMA = 1.4826
+#: Fewest finite columns for a regional height, for a CT offset, and for an endplate plane; fewer
+#: than ``MIN_PLANE_INLIERS`` inliers keep every column of the plane fit.
+MIN_REGION_COLUMNS = 3
+MIN_OFFSET_COLUMNS = 10
+MIN_PLANE_COLUMNS = 20
+MIN_PLANE_INLIERS = 10
+#: A plane refit keeps residuals within at least this much (mm), however small the MAD.
+PLANE_RESIDUAL_FLOOR_MM = 0.25
+
 
 @dataclass(frozen=True)
 class RegionHeights:
@@ -202,7 +218,8 @@ def endplate_planes(
     m: BodyMeasurement, frame: LocalFrame, *, source: str = "mask"
 ) -> tuple[EndplatePlane, EndplatePlane] | None:
     """Planes fitted to the superior and inferior endplates (core columns; least squares, then
-    refitted without the columns beyond 3.5 MADs); ``None`` with fewer than 20 columns.
+    refitted without the columns beyond :data:`OUTLIER_MADS` MADs); ``None`` with fewer than
+    :data:`MIN_PLANE_COLUMNS` columns.
 
     Returns
     -------
@@ -211,7 +228,7 @@ def endplate_planes(
     hm = m.height_map
     top, bottom = m.endplates(source)
     core = m.regions.body & np.isfinite(top) & np.isfinite(bottom)
-    if core.sum() < 20:
+    if core.sum() < MIN_PLANE_COLUMNS:
         return None
     a_idx, l_idx = np.nonzero(core)
     ap, lr = hm.ap_mm[a_idx], hm.lr_mm[l_idx]
@@ -224,11 +241,11 @@ def endplate_planes(
         for _ in range(2):
             coef = np.asarray(np.linalg.lstsq(design[keep], surface[keep], rcond=None)[0], float)
             resid = surface - design @ coef
-            mad = 1.4826 * float(np.median(np.abs(resid[keep] - np.median(resid[keep]))))
-            inliers = np.abs(resid) <= max(3.5 * mad, 0.25)
+            mad = MAD_TO_SIGMA * float(np.median(np.abs(resid[keep] - np.median(resid[keep]))))
+            inliers = np.abs(resid) <= max(OUTLIER_MADS * mad, PLANE_RESIDUAL_FLOOR_MM)
             # a very skewed residual distribution can leave (almost) nothing within the bound
             # (its median far from the fit): then keep every column
-            keep = inliers if inliers.sum() >= 10 else np.ones(surface.size, bool)
+            keep = inliers if inliers.sum() >= MIN_PLANE_INLIERS else np.ones(surface.size, bool)
         n_local = np.array([1.0, -coef[1], -coef[2]])
         n_local /= np.linalg.norm(n_local)
         z = coef[0] + coef[1] * centre_ap + coef[2] * centre_lr
@@ -257,12 +274,13 @@ def _median(values: NDArray[np.float64]) -> float:
 
 
 def _mean_offset(diff: NDArray[np.float64], core: NDArray[np.bool_]) -> float:
-    """Robust mean of ``diff`` over the core's valid columns (NaN if it has fewer than 10)."""
+    """Robust mean of ``diff`` over the core's valid columns (NaN if it has fewer than
+    :data:`MIN_OFFSET_COLUMNS`)."""
     vals = diff[core & np.isfinite(diff)]
-    return robust_mean(vals) if vals.size >= 10 else float("nan")
+    return robust_mean(vals) if vals.size >= MIN_OFFSET_COLUMNS else float("nan")
 
 
-def robust_mean(values: NDArray[np.float64], *, k: float = 3.5) -> float:
+def robust_mean(values: NDArray[np.float64], *, k: float = OUTLIER_MADS) -> float:
     """Mean of the values within ``k`` scaled median absolute deviations of their median.
 
     Columns hit by a segmentation spike or a missed edge are dropped; a smooth, skewed
@@ -273,14 +291,17 @@ def robust_mean(values: NDArray[np.float64], *, k: float = 3.5) -> float:
     10.025
     """
     med = float(np.median(values))
-    mad = 1.4826 * float(np.median(np.abs(values - med)))
+    mad = MAD_TO_SIGMA * float(np.median(np.abs(values - med)))
     if mad > 0:
         values = values[np.abs(values - med) <= k * mad]
     return float(np.mean(values))
 
 
 def region_heights(
-    heights: NDArray[np.float64], regions: FootprintThirds, *, min_columns: int = 3
+    heights: NDArray[np.float64],
+    regions: FootprintThirds,
+    *,
+    min_columns: int = MIN_REGION_COLUMNS,
 ) -> RegionHeights:
     """Robust mean height (:func:`robust_mean`) of each region's columns; NaN columns ignored."""
     out: dict[str, float | None] = {}
