@@ -20,6 +20,7 @@ from vertgrade.errors import VertgradeError
 if TYPE_CHECKING:
     from vertgrade.config import GradingConfig
     from vertgrade.result import SpineResult
+    from vertgrade.workflow import GradeOptions
 
 T = TypeVar("T")
 
@@ -214,16 +215,19 @@ def grade(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
 ) -> None:
-    """Grade every vertebra of a spine CT and write result.json, vertebrae.csv, alignment.csv,
-    bodies.nii.gz (and report.html with --report, DICOM outputs with --dicom-out)."""
+    """Grade every vertebra of a spine CT.
+
+    Writes result.json, vertebrae.csv, alignment.csv and bodies.nii.gz (report.html with
+    --report, DICOM outputs with --dicom-out).
+    """
     import warnings
 
-    from vertgrade.workflow import GradeOptions, StudyInputs, grade_to_folder
+    from vertgrade.workflow import StudyInputs, grade_to_folder
 
-    options = GradeOptions(
-        config=_grading_config(params),
-        label_format=label_format,  # type: ignore[arg-type]
-        reference=reference,  # type: ignore[arg-type]
+    options = _options(
+        params,
+        label_format=label_format,
+        reference=reference,
         model=model,
         grader=grader,
         device=device,
@@ -232,10 +236,6 @@ def grade(
         dicom_out=dicom_out,
         anonymize=anonymize,
     )
-    try:
-        options.check()
-    except ValueError as err:
-        _fail(str(err), 2)
     if input is None and labels is None:
         _fail("give a CT, a VerSe folder, or --labels", 2)
     inputs = StudyInputs(ct=input, labels=labels, bodies=bodies, subject=subject, series_uid=series)
@@ -257,6 +257,18 @@ def grade(
         )
 
 
+def _options(params: Path | None, **options: Any) -> GradeOptions:
+    """The grade options of a command (``grade``, ``cohort``), checked: a usage error exits 2."""
+    from vertgrade.workflow import GradeOptions
+
+    opts = GradeOptions(config=_grading_config(params), **options)
+    try:
+        opts.check()
+    except ValueError as err:
+        _fail(str(err), 2)
+    return opts
+
+
 def _grading_config(params: Path | None) -> GradingConfig:
     """The grading parameters: the defaults, changed by a ``--params`` file."""
     from vertgrade.config import GradingConfig, config_from_dict, read_params
@@ -272,8 +284,10 @@ def _grading_config(params: Path | None) -> GradingConfig:
 
 @app.command("params")
 def params_command() -> None:
-    """Print the default grading parameters as a TOML file for `grade --params` (each with a
-    comment saying what it does)."""
+    """Print the default grading parameters as a TOML file for --params.
+
+    Each parameter comes with a comment saying what it does; keep only the ones you change.
+    """
     from vertgrade.config import config_to_toml
 
     print(config_to_toml(), end="")
@@ -537,10 +551,12 @@ def cohort(
         typer.Option("--params", help="Grading parameters file (TOML or JSON), as for grade."),
     ] = None,
 ) -> None:
-    """Grade every study of a cohort in parallel on Dask, resumably: one result folder per study
-    (each graded as `grade` grades it, with the same options), one table of all vertebrae
-    (vertebrae.csv, vertebrae.parquet) and failures.csv. Bodies masks are taken from the CSV's
-    bodies column or found beside the labels (vertebrae_body)."""
+    """Grade every study of a cohort in parallel on Dask, resumably, into one table.
+
+    One result folder per study, each graded as `grade` grades it with the same options; one
+    table of all vertebrae (vertebrae.csv, vertebrae.parquet) and failures.csv. Body masks come
+    from the CSV's bodies column or are found beside the labels (vertebrae_body).
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -550,21 +566,16 @@ def cohort(
     )
 
     from vertgrade.cohort import CohortProgress, discover_studies, run_cohort
-    from vertgrade.workflow import GradeOptions
 
-    options = GradeOptions(
-        config=_grading_config(params),
-        label_format=label_format,  # type: ignore[arg-type]
-        reference=reference,  # type: ignore[arg-type]
+    options = _options(
+        params,
+        label_format=label_format,
+        reference=reference,
         model=model,
         grader=grader,
         device=device,
         report=report,
     )
-    try:
-        options.check()
-    except ValueError as err:
-        _fail(str(err), 2)
     specs = _run(discover_studies, input)
     with Progress(
         TextColumn("{task.description}"),
