@@ -13,6 +13,7 @@ where the data is absent. Every number in the file is computed by this script.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -79,8 +80,10 @@ def run_phantoms() -> tuple[list[dict], float]:
                 "grade": v.grade,
                 "true_type": t.type or "",
                 "type": v.fracture_type or "",
-                "true_loss": max(getattr(t, f"loss_{r}") for r in THIRDS),
-                "loss": None if v.rhlv is None else max(v.rhlv[r] for r in THIRDS),
+                "true_loss": max(t.loss_central, *(getattr(t, f"loss_{r}") for r in THIRDS)),
+                "loss": None
+                if v.rhlv is None
+                else max(v.central_rhlv or -1.0, *(v.rhlv[r] for r in THIRDS)),
             }
             for r in THIRDS:
                 row[f"true_{r}"] = getattr(t, f"height_{r}_after_mm")
@@ -222,6 +225,156 @@ def real_section(root: Path | None) -> str:
     return "\n".join(out)
 
 
+PEER_SCRIPT = REPO.parent / "shared" / "tools" / "peer-spine-report.py"
+
+
+def _peer_results(root: Path, folder: Path, python: str) -> dict | None:  # type: ignore[type-arg]
+    """The peer's measurement of one subject (TotalSegmentator's spine report, run by
+    ../shared/tools/peer-spine-report.py with ``python``), or None where it cannot run."""
+    import subprocess
+    import tempfile
+
+    ct = sorted(folder.glob("*_ct.nii.gz"))
+    lab = sorted(folder.glob("*seg-vert_msk.nii.gz"))
+    if not lab or not PEER_SCRIPT.is_file():
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [python, str(PEER_SCRIPT), str((ct or lab)[0]), str(lab[0]), str(Path(tmp) / "p.json")],
+            capture_output=True,
+            text=True,
+        )
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])["results"]
+
+
+def _border_contact(res, label: int) -> float:  # type: ignore[no-untyped-def]
+    """Largest share of a body's cross-section that lies on an image face it touches."""
+    body = res.bodies == label
+    best = 0.0
+    for ax in range(3):
+        profile = body.sum(axis=tuple(a for a in range(3) if a != ax))
+        for pos in (0, body.shape[ax] - 1):
+            on_face = int(np.take(body, pos, axis=ax).sum())
+            if on_face and profile.max():
+                best = max(best, on_face / float(profile.max()))
+    return best
+
+
+def peer_section(root: Path | None, peer_python: str | None) -> str:
+    """Every graded VerSe vertebra: the expert grade, ours and the peer's call, side by side."""
+    out = ["## Real cases beside the peer (TotalSegmentator's spine report)", ""]
+    if root is None:
+        out.append("Real data not found: section not computed.\n")
+        return "\n".join(out)
+    rows = read_grades(root / "grades.csv")
+    truth = {(r.subject, r.label): r.grade for r in rows}
+    subjects = list(dict.fromkeys(r.subject for r in rows))
+    folders = [root / sj.removeprefix("sub-") for sj in subjects]
+    folders = [f for f in folders if f.is_dir()]
+    out.append(
+        "The peer's rule: a fracture where `1 - min/max` of its three heights (lines at about 15 / "
+        "50 / 85 % of the body's depth) exceeds 0.2; it skips vertebrae that touch the image's "
+        "edge. Ours: the Genant grade of the largest loss against the neighbour reference (thirds "
+        "and the central depression). `-` = not graded (with our reason in the last column).\n"
+    )
+    if peer_python is None:
+        out.append(
+            "The peer is not installed here (`pip install --no-deps TotalSegmentator==2.18.0` "
+            "and its few imports, then `python bench/validate.py --peer-python PYTHON`): its "
+            "column is empty.\n"
+        )
+    columns = ("subject", "level", "expert", "ours", "ours largest loss", "peer 1 - min/max")
+    out.append("| " + " | ".join((*columns, "peer call", "note")) + " |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    counts = {"ours": [0, 0, 0, 0], "peer": [0, 0, 0, 0]}  # found, missed, false, not graded
+    misses: list[str] = []
+    for folder in folders:
+        res = grade_study(load_study(folder))
+        peer = _peer_results(root, folder, peer_python) if peer_python else None
+        for v in res.vertebrae:
+            t = truth.get((res.subject, v.label))
+            if t is None:
+                continue
+            worst = None
+            if v.rhlv is not None:
+                vals = [v.rhlv[k] for k in THIRDS if v.rhlv[k] is not None]
+                if v.central_rhlv is not None:
+                    vals.append(v.central_rhlv)
+                worst = max(vals) if vals else None
+            hd = None if peer is None else peer.get(f"vertebrae_{v.level}_height_difference")
+            call = None if hd is None else int(hd > 0.2)
+            for who, got in (
+                ("ours", None if v.grade is None else int(v.grade >= 1)),
+                ("peer", call),
+            ):
+                c = counts[who]
+                if who == "peer" and peer is None:
+                    continue
+                if got is None:
+                    c[3] += 1
+                elif got and t >= 1:
+                    c[0] += 1
+                elif t >= 1:
+                    c[1] += 1
+                elif got:
+                    c[2] += 1
+            note = v.reason or ", ".join(v.flags)
+            out.append(
+                f"| {res.subject} | {v.level} | {t} | {'-' if v.grade is None else v.grade} | "
+                f"{'-' if worst is None else f'{100 * worst:.0f}%'} | "
+                f"{'-' if hd is None else f'{hd:.2f}'} | "
+                f"{'-' if call is None else ('fracture' if call else 'normal')} | {note} |"
+            )
+            if v.grade is None:
+                line = f"- {res.subject} {v.level} (expert {t}): not graded: {v.reason}"
+                if "cut_by_fov" in v.flags:
+                    contact = 100 * _border_contact(res, v.label)
+                    line += (
+                        f"; the body's contact with the border is {contact:.1f} % "
+                        "of its largest cross-section there (a tangent touch of an image "
+                        "cropped to the spine, not a cut). Fix: tell a cut from a touch"
+                    )
+                    if worst is not None and worst >= 0.2:
+                        line += (
+                            f"; graded as measured now it would be a false call (largest loss "
+                            f"{100 * worst:.0f} %), so its frame must first come from its own "
+                            "endplates (an end vertebra measured along the centreline's end "
+                            "tangent)"
+                        )
+                misses.append(line + ".")
+            elif (v.grade >= 1) != (t >= 1) or (t >= 2 and v.grade < 1):
+                kind = "missed" if t >= 1 else "false call"
+                line = (
+                    f"- {res.subject} {v.level} (expert {t}, ours {v.grade}): {kind}; largest "
+                    f"loss {100 * (worst or 0):.0f}% against the reference "
+                    f"({', '.join(v.reference_sources) or 'none'})"
+                )
+                if t >= 1 and (worst or 0) < 0.15:
+                    line += (
+                        ": its heights are within 15 % of its neighbours' everywhere, so the "
+                        "expert's call rests on more than height (a subtle endplate change). Fix: "
+                        "the within-vertebra ratios against level-typical ones, as further evidence"
+                    )
+                misses.append(line + ".")
+    n = sum(1 for (sj, _) in truth if sj.removeprefix("sub-") in {f.name for f in folders})
+    out.append("")
+    for who in ("ours", "peer"):
+        if who == "peer" and peer_python is None:
+            continue
+        f, m, fa, ng = counts[who]
+        out.append(
+            f"- {who}: {f} of the {f + m} fractures it graded found (grade >= 1), {fa} normal "
+            f"vertebrae called fractured, {ng} of {n} vertebrae not graded."
+        )
+    if misses:
+        out.append("\nWhere ours misses, and why (from the measurement):\n")
+        out += misses
+    out.append("")
+    return "\n".join(out)
+
+
 def totalseg_section(root: Path | None) -> str:
     out = ["## Comparison with TotalSegmentator's spine report (totalseg-example)", ""]
     if root is None:
@@ -302,7 +455,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave out the learned synthesis (it trains a small model: several minutes)",
     )
+    ap.add_argument(
+        "--peer-python",
+        default=None,
+        help="a Python with TotalSegmentator installed, to run the peer's spine report beside "
+        "ours (default: this Python if it has it)",
+    )
     args = ap.parse_args(argv)
+    if args.peer_python is None and importlib.util.find_spec("totalsegmentator") is not None:
+        args.peer_python = sys.executable
     root = data_dir()
     rows, secs = run_phantoms()
     parts = [
@@ -311,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         "is the relative height loss against the healthy reference (the neighbour estimator).\n",
         phantom_section(rows, secs),
         real_section(root),
+        peer_section(root, args.peer_python),
         totalseg_section(root),
         _alignment_section(),
         _synthesis_section(args.skip_synthesis),

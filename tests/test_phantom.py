@@ -174,12 +174,25 @@ def test_no_vertebra_overwrites_another(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 @pytest.mark.parametrize(
+    ("kind", "severity", "grade"),
+    [("wedge", 0.1, 0), ("wedge", 0.19, 0), ("wedge", 0.2, 1), ("crush", 0.22, 1),
+     ("crush", 0.25, 2), ("wedge", 0.3, 2), ("crush", 0.4, 3), ("wedge", 0.6, 3)],
+)  # fmt: skip
+def test_grades_follow_the_worst_third(kind: str, severity: float, grade: int) -> None:
+    ph = make_phantom("L2", [f"L2:{kind}:{severity}"], **FAST)
+    assert ph.truth[0].grade == grade
+
+
+@pytest.mark.parametrize(
     ("severity", "grade"),
-    [(0.1, 0), (0.19, 0), (0.2, 1), (0.22, 1), (0.25, 2), (0.3, 2), (0.4, 3), (0.6, 3)],
+    # the central depression of a biconcave deformity is deeper than its middle third's mean
+    # (about 1.18 times here), and grades with it
+    [(0.1, 0), (0.16, 0), (0.18, 1), (0.2, 1), (0.22, 2), (0.3, 2), (0.35, 3), (0.6, 3)],
 )
 def test_grades(severity: float, grade: int) -> None:
     ph = make_phantom("L2", [f"L2:biconcave:{severity}"], **FAST)
     t = ph.truth[0]
+    assert t.loss_central > t.loss_middle
     assert t.grade == grade
     assert t.fractured is (grade > 0)
     assert t.type == ("biconcave" if grade else "")
@@ -642,7 +655,9 @@ def test_scoliotic_vertebrae_do_not_overlap(monkeypatch: pytest.MonkeyPatch) -> 
         assert set(np.unique(ph.bodies)) == {0, *range(8, 25)}
 
 
-def test_truth_csv_keeps_its_columns_and_adds_the_alignment(tmp_path: Path) -> None:
+def test_truth_csv_keeps_its_columns_and_adds_the_alignment_and_central_loss(
+    tmp_path: Path,
+) -> None:
     assert TRUTH_COLUMNS[: len(_HEIGHT_COLUMNS)] == _HEIGHT_COLUMNS
     assert TRUTH_COLUMNS[len(_HEIGHT_COLUMNS) :] == (
         "superior_coronal_deg",
@@ -654,6 +669,7 @@ def test_truth_csv_keeps_its_columns_and_adds_the_alignment(tmp_path: Path) -> N
         "kyphosis_span",
         "lumbar_lordosis_deg",
         "lordosis_span",
+        "loss_central",
     )
     ph = make_phantom("T12-L3", scoliosis=["T12-L3:right:20"], **FAST)
     paths = write_phantom(ph, tmp_path / "ph")

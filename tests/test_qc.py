@@ -98,7 +98,7 @@ def test_implausible_size_flagged() -> None:
 def test_mask_smoothing_over_a_depression_disagrees_with_ct() -> None:
     """A segmentation that fills a deep central endplate depression: the CT finds the real
     endplate, the flag says the two disagree, and the grade follows the CT."""
-    ph = make_phantom("T11-L4", [FractureSpec.parse("L2:biconcave:0.35")], seed=4)
+    ph = make_phantom("T11-L4", [FractureSpec.parse("L2:biconcave:0.30")], seed=4)
     lab = _levels(ph, "L2")
     labels = ph.labels.copy()
     # fill the depression: every column of L2's body gets the label up to its rim height

@@ -21,6 +21,7 @@ pytest.importorskip("safetensors")
 from vertgrade.errors import InputError, ModelFileError, OutputError  # noqa: E402
 from vertgrade.pipeline import grade_study  # noqa: E402
 from vertgrade.reference.base import ReferenceEstimator  # noqa: E402
+from vertgrade.result import SCHEMA_VERSION  # noqa: E402
 from vertgrade.synthesis.config import SynthesisConfig, config_from_dict, named_config  # noqa: E402
 from vertgrade.synthesis.crops import StraightenedSpine  # noqa: E402
 from vertgrade.synthesis.data import (  # noqa: E402
@@ -402,7 +403,7 @@ def test_grade_command_with_the_svm_grader(tmp_path, trained, fractured) -> None
     thr = json.loads((tmp_path / "thr" / "result.json").read_text())
     doc = json.loads((tmp_path / "svm" / "result.json").read_text())
     assert doc["provenance"]["grader"]["features"] == names
-    assert doc["provenance"]["grader"]["sha256"] and doc["schema_version"] == "1.2"
+    assert doc["provenance"]["grader"]["sha256"] and doc["schema_version"] == SCHEMA_VERSION
     with open(tmp_path / "svm" / "vertebrae.csv", newline="") as fh:
         rows = {int(r["label"]): r for r in csv.DictReader(fh)}
     svm = [v for v in doc["vertebrae"] if v["grade_method"] == "svm"]

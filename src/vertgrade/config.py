@@ -38,6 +38,7 @@ from typing import Any
 from vertgrade.errors import InputError
 
 __all__ = [
+    "CENTRAL_RADIUS_MM",
     "CRUSH_POSTERIOR_SHARE",
     "FRAGMENT_FRACTION",
     "GENANT_THRESHOLDS",
@@ -60,6 +61,11 @@ GENANT_THRESHOLDS: tuple[float, float, float] = (0.20, 0.25, 0.40)
 #: A fracture is a crush when its posterior third lost at least this share of the largest
 #: regional loss: the posterior wall went down with the rest of the body.
 CRUSH_POSTERIOR_SHARE = 0.8
+
+#: Radius (mm) of the small band of columns over which the central (deepest) height loss is
+#: averaged: the quantitative-morphometry middle height is read where a biconcave depression is
+#: deepest, but from a few millimetres of columns, not from one voxel line.
+CENTRAL_RADIUS_MM = 3.0
 
 #: Each label is cropped this far (mm) beyond its box; pieces within it of the largest are kept.
 LABEL_MARGIN_MM = 6.0
@@ -253,6 +259,10 @@ class GradingConfig:
     centreline_smoothing_mm : float
         Smoothing of the spline through the vertebra centres (the residual it may leave at each
         centre), for the frames and the centreline.
+    central_radius_mm : float
+        The central height loss (the deepest point of the middle third, where a biconcave
+        depression is deepest, as quantitative morphometry reads the middle height) is the mean
+        loss over the columns within this radius of that point.
     label_margin_mm : float
         Each label is cropped this far beyond its box; pieces of it within this distance of its
         largest piece are kept (a fracture can split a body), farther ones dropped as strays.
@@ -280,6 +290,7 @@ class GradingConfig:
     hu_core_min_voxels: int = 20
     crush_posterior_share: float = CRUSH_POSTERIOR_SHARE
     body: BodyParams = field(default_factory=BodyParams)
+    central_radius_mm: float = CENTRAL_RADIUS_MM
     centreline_smoothing_mm: float = 1.5
     label_margin_mm: float = LABEL_MARGIN_MM
     fragment_fraction: float = FRAGMENT_FRACTION

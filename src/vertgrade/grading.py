@@ -27,18 +27,26 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 
-from vertgrade.config import CRUSH_POSTERIOR_SHARE, GENANT_THRESHOLDS, GradingConfig
-from vertgrade.geometry.thirds import THIRDS
+from vertgrade.config import (
+    CENTRAL_RADIUS_MM,
+    CRUSH_POSTERIOR_SHARE,
+    GENANT_THRESHOLDS,
+    GradingConfig,
+)
+from vertgrade.geometry.thirds import THIRDS, FootprintThirds
 from vertgrade.levels import GRADABLE_LABELS, label_id, level_name, order_key
 from vertgrade.morphometry import HeightMap, RegionHeights
 from vertgrade.qc import QCFlag, one_sided, penalised
 from vertgrade.reference.base import Reference
 
 __all__ = [
+    "CentralLoss",
     "FractureType",
     "LossMap",
     "VertebraGrade",
+    "central_loss",
     "fracture_type",
     "genant_grade",
     "grade_probability",
@@ -148,6 +156,91 @@ def loss_map(
 
 
 @dataclass(frozen=True)
+class CentralLoss:
+    """The height loss at the centre of the body, where a biconcave depression is deepest.
+
+    Attributes
+    ----------
+    loss : float
+        Mean relative height loss over the band of columns (``columns``) around the point.
+    index : (2,) int
+        The point: its ``(ap, lr)`` index on the footprint grid.
+    columns : (A, L) bool ndarray
+        The columns averaged: within the radius of the point, in the footprint's core.
+    """
+
+    loss: float
+    index: tuple[int, int]
+    columns: NDArray[np.bool_] = field(repr=False)
+
+
+def central_loss(
+    loss_values: NDArray[np.float64],
+    regions: FootprintThirds,
+    *,
+    step_mm: float,
+    radius_mm: float = CENTRAL_RADIUS_MM,
+) -> CentralLoss | None:
+    """The central height loss: quantitative morphometry's middle height, read where it is lowest.
+
+    Radiologists read the middle height of a vertebra at the centre of the body, where a
+    biconcave (central endplate) depression is deepest; a mean over the whole middle third
+    dilutes such a depression with the sound columns around it. Here the loss is averaged over
+    a small disc of columns (``radius_mm``, in the footprint's core) around every column of the
+    middle third, and the disc with the largest mean loss is the centre's: a robust local
+    statistic (a few millimetres of columns, not one voxel line), compared column by column with
+    the reference (``loss_values`` already is ``1 - measured / reference`` per column).
+
+    Parameters
+    ----------
+    loss_values : (A, L) float ndarray
+        Relative height loss per column (NaN where unknown), on the footprint grid of
+        ``regions``.
+    regions : FootprintThirds
+        The footprint's core and thirds; the point is searched in the middle third.
+    step_mm : float
+        The grid step.
+    radius_mm : float
+        Radius of the disc of columns averaged.
+
+    Returns
+    -------
+    CentralLoss or None
+        None where the middle third has no column whose disc is at least half known.
+
+    Examples
+    --------
+    >>> from vertgrade.geometry.thirds import footprint_thirds
+    >>> fp = np.zeros((34, 44), bool); fp[2:32, 2:42] = True
+    >>> th = footprint_thirds(fp, step_mm=1.0)
+    >>> yy, xx = np.mgrid[:34, :44]
+    >>> dip = 0.35 * np.exp(-((yy - 17) ** 2 + (xx - 22) ** 2) / 18.0)   # a central depression
+    >>> c = central_loss(np.where(fp, dip, np.nan), th, step_mm=1.0)
+    >>> round(c.loss, 2), c.index
+    (0.27, (17, 22))
+    """
+    values = np.asarray(loss_values, dtype=np.float64)
+    valid = np.isfinite(values) & regions.body
+    r = int(np.floor(radius_mm / step_mm))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disc = ((yy**2 + xx**2) * step_mm**2 <= radius_mm**2).astype(np.float64)
+    total = ndimage.correlate(np.where(valid, values, 0.0), disc, mode="constant", cval=0.0)
+    count = ndimage.correlate(valid.astype(np.float64), disc, mode="constant", cval=0.0)
+    search = regions.middle & valid & (count >= 0.5 * disc.sum())
+    if not search.any():
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(search, total / np.maximum(count, 1.0), -np.inf)
+    a, b = np.unravel_index(int(np.argmax(mean)), mean.shape)
+    cols = np.zeros_like(valid)
+    a0, a1 = max(a - r, 0), min(a + r + 1, valid.shape[0])
+    b0, b1 = max(b - r, 0), min(b + r + 1, valid.shape[1])
+    cols[a0:a1, b0:b1] = disc[a0 - a + r : a1 - a + r, b0 - b + r : b1 - b + r] > 0
+    cols &= valid
+    return CentralLoss(float(values[cols].mean()), (int(a), int(b)), cols)
+
+
+@dataclass(frozen=True)
 class VertebraGrade:
     """The grading of one vertebra: what :func:`grade_vertebra` decides.
 
@@ -166,6 +259,9 @@ class VertebraGrade:
         RHLV of the body and of each third (None where a height is missing).
     loss_map : LossMap or None
         The per-column height loss.
+    central : CentralLoss or None
+        The loss at the centre, where a biconcave depression is deepest (:func:`central_loss`);
+        it grades beside the thirds.
     flags : tuple of str
         The QC flags given, with those grading adds (``level_not_graded``, ``no_reference``,
         ``one_sided_reference``), each once, in the order raised.
@@ -179,6 +275,7 @@ class VertebraGrade:
     rhlv: dict[str, float | None] | None
     loss_map: LossMap | None
     flags: tuple[str, ...] = field(default=())
+    central: CentralLoss | None = None
 
 
 def _not_gradable_reason(label: int, has_heights: bool, flags: list[str]) -> str | None:
@@ -213,6 +310,7 @@ def grade_vertebra(
     flags: tuple[str, ...] = (),
     height_map: HeightMap | None = None,
     measured_map_mm: NDArray[np.float64] | None = None,
+    regions: FootprintThirds | None = None,
     config: GradingConfig | None = None,
 ) -> VertebraGrade:
     """Grade one vertebra from its measured and reference heights.
@@ -230,6 +328,8 @@ def grade_vertebra(
         make the vertebra not gradable, the others lower the confidence.
     height_map, measured_map_mm : optional
         The measured footprint grid and per-column heights (mm), for the loss map.
+    regions : FootprintThirds, optional
+        The footprint's thirds (with the loss map: the central loss, :func:`central_loss`).
     config : GradingConfig, optional
         Thresholds, measurement uncertainty, crush share.
 
@@ -274,6 +374,11 @@ def grade_vertebra(
             and measured_map_mm is not None
         ):
             lmap = loss_map(measured_map_mm, reference.height_map_mm, height_map)
+    central = None
+    if lmap is not None and regions is not None and height_map is not None:
+        central = central_loss(
+            lmap.values, regions, step_mm=height_map.step_mm, radius_mm=cfg.central_radius_mm
+        )
 
     grade = ftype = conf = None
     status: Literal["graded", "not_gradable"] = "not_gradable"
@@ -285,6 +390,10 @@ def grade_vertebra(
             and all(x is not None for x in regional.values())
         ):
             l_ant, l_mid, l_post = (float(regional[r] or 0.0) for r in THIRDS)
+            # the middle height as morphometry reads it: the deeper of the third's mean and the
+            # centre's depression
+            if central is not None:
+                l_mid = max(l_mid, central.loss)
             worst = max(l_ant, l_mid, l_post)
             grade = genant_grade(worst, cfg.thresholds)
             if grade >= 1:
@@ -311,6 +420,7 @@ def grade_vertebra(
         rhlv=losses,
         loss_map=lmap,
         flags=tuple(dict.fromkeys(out_flags)),
+        central=central,
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,7 +32,7 @@ from vertgrade.geometry.vertebra import (
     locate_vertebrae,
     spine_frames,
 )
-from vertgrade.grading import grade_vertebra, rhlv
+from vertgrade.grading import CentralLoss, grade_vertebra, rhlv
 from vertgrade.levels import anatomical_order, level_name, normative_shape
 from vertgrade.morphometry import (
     BodyMeasurement,
@@ -493,6 +493,7 @@ def _vertebra_result(
         flags=tuple(flags),
         height_map=m.height_map if m is not None else None,
         measured_map_mm=mv.heights_map_mm,
+        regions=mv.regions,
         config=cfg,
     )
     ratios: dict[str, float | None] = {"anterior_posterior": None, "middle_posterior": None}
@@ -502,10 +503,13 @@ def _vertebra_result(
             "middle_posterior": (h.middle / h.posterior) if h.middle else None,
         }
     planes = thirds = None
+    central: dict[str, Any] = {}
     if m is not None and frame is not None:
         src = source if source in ("ct", "mask") else "mask"
         planes = endplate_planes(m, frame, source=src)
         thirds = _thirds_geometry(m, frame, src)
+        if g.central is not None and ref is not None and ref.height_map_mm is not None:
+            central = _central_geometry(g.central, m, mv, ref.height_map_mm, frame, src)
     return VertebraResult(
         label=mv.label,
         level=level_name(mv.label),
@@ -536,7 +540,31 @@ def _vertebra_result(
         thirds=thirds,
         threshold_grade=g.grade,
         reference_parts=dict(ref.parts) if ref is not None else {},
+        **central,
     )
+
+
+def _central_geometry(
+    c: CentralLoss,
+    m: BodyMeasurement,
+    mv: MeasuredVertebra,
+    reference_map_mm: NDArray[np.float64],
+    frame: LocalFrame,
+    source: str,
+) -> dict[str, Any]:
+    """The central loss's heights (mean measured and reference height over its columns) and its
+    point (world mm, mid-way between the endplates), as :class:`VertebraResult` fields."""
+    measured = mv.heights_map_mm if mv.heights_map_mm is not None else m.height_map.heights_mm
+    top, bottom = m.endplates(source)
+    a, b = c.index
+    si = 0.5 * float(top[a, b] + bottom[a, b])
+    point = frame.to_world(np.array([[si, m.height_map.ap_mm[a], m.height_map.lr_mm[b]]]))[0]
+    return {
+        "central_rhlv": c.loss,
+        "central_height_mm": float(np.mean(measured[c.columns])),
+        "central_reference_mm": float(np.mean(reference_map_mm[c.columns])),
+        "central_point_mm": tuple(float(x) for x in point),
+    }
 
 
 def _thirds_geometry(

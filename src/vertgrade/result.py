@@ -33,7 +33,7 @@ __all__ = [
     "VertebraResult",
 ]
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 #: Every QC flag vertgrade can raise, with what it means (from :class:`vertgrade.qc.QCFlag`).
 QC_FLAGS: dict[str, str] = flag_texts()
@@ -93,6 +93,13 @@ class VertebraResult:
     #: reference heights of each part a learned reference combined (one per synthesis pass):
     #: the features a trained grader reads; not written to result.json
     reference_parts: Mapping[str, RegionHeights] = field(default_factory=dict)
+    #: the central height loss (:func:`vertgrade.grading.central_loss`): where a biconcave
+    #: depression is deepest, over a few millimetres of columns; its mean measured and reference
+    #: heights there, and the point (world mm, between the endplates)
+    central_rhlv: float | None = None
+    central_height_mm: float | None = None
+    central_reference_mm: float | None = None
+    central_point_mm: tuple[float, float, float] | None = None
 
     @property
     def grade_probability(self) -> float | None:
@@ -142,6 +149,16 @@ class VertebraResult:
             "grade_probabilities": None
             if self.grade_probabilities is None
             else {str(g): _r(p, 4) for g, p in sorted(self.grade_probabilities.items())},
+            "central": None
+            if self.central_rhlv is None
+            else {
+                "rhlv": _r(self.central_rhlv, 4),
+                "height_mm": _r(self.central_height_mm, 3),
+                "reference_mm": _r(self.central_reference_mm, 3),
+                "point_mm": None
+                if self.central_point_mm is None
+                else [round(float(x), 2) for x in self.central_point_mm],
+            },
         }
 
     def to_record(self) -> dict[str, Any]:
@@ -186,6 +203,9 @@ class VertebraResult:
             "grade_method": self.grade_method,
             "threshold_grade": self.threshold_grade,
             "grade_probability": _r(self.grade_probability, 4),
+            "rhlv_central": _r(self.central_rhlv, 4),
+            "height_central_mm": _r(self.central_height_mm, 2),
+            "ref_height_central_mm": _r(self.central_reference_mm, 2),
         }
         return row
 

@@ -59,6 +59,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import optimize
 
 from vertgrade.geometry.thirds import THIRDS, FootprintThirds, footprint_thirds
+from vertgrade.grading import central_loss
 from vertgrade.levels import normative_shape
 from vertgrade.phantom.specs import FractureSpec
 
@@ -310,6 +311,8 @@ class _Body:
     geometry: BodyGeometry
     before: dict[str, float]
     after: dict[str, float]
+    #: the central height loss of the true height maps (:func:`vertgrade.grading.central_loss`)
+    central_loss: float = 0.0
 
 
 def _build_body(label: int, scale: float, factor: float, fracture: FractureSpec | None) -> _Body:
@@ -378,6 +381,10 @@ def _build_body(label: int, scale: float, factor: float, fracture: FractureSpec 
     a_mid = geo.dome_centre_ap_mm
     offset = 0.5 * float(geo.superior(a_mid, 0.0) + geo.inferior(a_mid, 0.0))
     geo = dataclasses.replace(geo, offset_mm=offset)
-    before = _region_means(geo.height(a, b, fractured=False), regions)
-    after = _region_means(geo.height(a, b), regions)
-    return _Body(geo, before, after)
+    h_before, h_after = geo.height(a, b, fractured=False), geo.height(a, b)
+    before = _region_means(h_before, regions)
+    after = _region_means(h_after, regions)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        column_loss = np.where(grid.footprint, 1.0 - h_after / h_before, np.nan)
+    central = central_loss(column_loss, regions, step_mm=grid.step_mm)
+    return _Body(geo, before, after, central.loss if central is not None else 0.0)

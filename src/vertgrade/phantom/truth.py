@@ -54,9 +54,11 @@ class VertebraTruth:
 
     Heights are in mm along the frame's ``si`` axis, region means of the height map over the
     masks of :func:`vertgrade.geometry.thirds.footprint_thirds` (``body`` is the eroded
-    footprint core). ``loss_*`` is ``1 - after / before``. ``grade`` is Genant's grade of the
-    largest of the three regional losses, rounded to 1e-6 first; ``fractured`` is ``grade > 0``
-    and ``type`` is ``""`` when not fractured.
+    footprint core). ``loss_*`` is ``1 - after / before``; ``loss_central`` is the loss at the
+    centre, where a biconcave depression is deepest (:func:`vertgrade.grading.central_loss` on
+    the true height maps, the statistic the measurement uses). ``grade`` is Genant's grade of the
+    largest of the three regional losses and the central one, rounded to 1e-6 first;
+    ``fractured`` is ``grade > 0`` and ``type`` is ``""`` when not fractured.
     ``severity`` is the requested severity (0 where none was requested). ``centre_*_mm`` is the
     frame origin in world RAS+ mm: the middle of the body's central column (at ``lr = 0`` and the
     footprint's antero-posterior middle), after the fracture.
@@ -105,6 +107,9 @@ class VertebraTruth:
     kyphosis_span: str = field(default="", compare=False)
     lumbar_lordosis_deg: float | None = field(default=None, compare=False)
     lordosis_span: str = field(default="", compare=False)
+    #: the central height loss (the deepest point of the middle third, over a few mm of columns,
+    #: :func:`vertgrade.grading.central_loss`); the grade counts it with the thirds
+    loss_central: float = 0.0
 
     def as_row(self) -> dict[str, Any]:
         """The record as an ordered dict (CSV columns -> Python values)."""
@@ -187,7 +192,8 @@ def _truth(
     loss = {r: 1.0 - after[r] / before[r] for r in before}
     # Rounded to 1e-6 first, so that a severity of exactly 0.20, 0.25 or 0.40 lands in the
     # higher grade.
-    grade = genant_grade(round(float(max(loss[r] for r in THIRDS)), 6))
+    worst = max(max(loss[r] for r in THIRDS), body.central_loss)
+    grade = genant_grade(round(float(worst), 6))
     fractured = grade > 0
     x, y, z = (float(v) for v in frame.origin)
     return VertebraTruth(
@@ -209,6 +215,7 @@ def _truth(
         loss_anterior=loss["anterior"],
         loss_middle=loss["middle"],
         loss_posterior=loss["posterior"],
+        loss_central=body.central_loss,
         centre_x_mm=x,
         centre_y_mm=y,
         centre_z_mm=z,
