@@ -181,3 +181,34 @@ def test_type_for_a_classifier_grade() -> None:
     assert type_for_grade(2, "crush", losses) == "crush"  # the thresholds' type is kept
     assert type_for_grade(1, None, losses) == "biconcave"  # formed from the losses
     assert type_for_grade(1, None, {"anterior": None, "middle": 0.1, "posterior": 0.0}) is None
+
+
+def test_a_central_depression_grades_by_its_deepest_point() -> None:
+    """A focal central endplate depression: the middle third's mean loses under 20 %, its
+    deepest few millimetres 30 %: graded 2, biconcave, where the third's mean alone gives 0."""
+    from vertgrade.geometry.thirds import footprint_thirds
+
+    fp = np.zeros((34, 44), bool)
+    fp[2:32, 2:42] = True
+    regions = footprint_thirds(fp, step_mm=1.0)
+    ap = np.arange(34, dtype=float)
+    hm = HeightMap(ap, np.arange(44, dtype=float), np.full((34, 44), 25.0), np.zeros((34, 44)), fp)
+    yy, xx = np.mgrid[:34, :44]
+    dip = 0.45 * np.exp(-((yy - 17.0) ** 2 + (xx - 22.0) ** 2) / 12.0)
+    measured = np.where(fp, 25.0 * (1.0 - dip), np.nan)
+    middle_mean = float(np.mean(1.0 - measured[regions.middle] / 25.0))
+    assert middle_mean < 0.20
+    h = RegionHeights(
+        body=float(np.mean(measured[regions.body])),
+        anterior=float(np.mean(measured[regions.anterior])),
+        middle=float(np.mean(measured[regions.middle])),
+        posterior=float(np.mean(measured[regions.posterior])),
+    )
+    ref = Reference(HEALTHY, np.where(fp, 25.0, np.nan), ("T12", "L2"), 0.03)
+    thirds_only = grade_vertebra(L1, h, ref)
+    g = grade_vertebra(L1, h, ref, height_map=hm, measured_map_mm=measured, regions=regions)
+    assert thirds_only.grade == 0 and thirds_only.central is None
+    assert g.central is not None and 0.25 <= g.central.loss < 0.40
+    assert g.central.index == (17, 22)
+    assert (g.grade, g.fracture_type) == (2, "biconcave")
+    assert g.rhlv is not None and g.rhlv["middle"] == pytest.approx(middle_mean)  # thirds kept

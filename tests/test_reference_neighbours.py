@@ -104,3 +104,22 @@ def test_a_deformed_vertebra_does_not_drag_its_neighbours_down() -> None:
     r = NeighbourReference().estimate(spine)[label_id("L2")]
     assert "L1" not in r.sources
     assert r.heights is not None and r.heights.middle == pytest.approx(_expected("L2").middle)
+
+
+def test_a_reference_on_one_vertebra_says_so() -> None:
+    spine = [_mv("L2"), _mv("L3")]
+    r = NeighbourReference().estimate(spine)[label_id("L2")]
+    assert r.sources == ("L3",) and "single_source_reference" in r.flags
+    both = NeighbourReference().estimate([_mv("L1"), _mv("L2"), _mv("L3")])[label_id("L2")]
+    assert "single_source_reference" not in both.flags
+
+
+def test_a_run_of_deformities_is_flagged_not_called_normal() -> None:
+    """Most vertebrae mildly wedged: the few healthy ones carry every reference; every
+    reference says that it rests on a spine that mostly does not look healthy."""
+    wedged = [_mv(lv, _heights(lv, anterior=0.82)) for lv in ("T11", "T12", "L1", "L2")]
+    spine = [_mv("T10"), *wedged, _mv("L3")]
+    refs = NeighbourReference().estimate(spine)
+    assert all("few_healthy_neighbours" in r.flags for r in refs.values())
+    healthy = NeighbourReference().estimate([_mv(lv) for lv in ("T11", "T12", "L1", "L2")])
+    assert not any("few_healthy_neighbours" in r.flags for r in healthy.values())

@@ -349,6 +349,8 @@ def grade_vertebra(
     """
     cfg = config or GradingConfig()
     out_flags = list(flags)
+    if reference is not None and reference.heights is not None:
+        out_flags += [f for f in reference.flags if f not in out_flags]
     reason = _not_gradable_reason(label, heights is not None, out_flags)
     if reference is None or reference.heights is None:
         if reason is None:

@@ -89,6 +89,18 @@ class QCFlag(str, Enum):
     ONE_SIDED_REFERENCE = (
         "one_sided_reference",
         "reference from healthy vertebrae on one side only",
+        0.9,
+    )
+    SINGLE_SOURCE_REFERENCE = (
+        "single_source_reference",
+        "reference resting on a single healthy vertebra",
+        0.85,
+    )
+    FEW_HEALTHY_NEIGHBOURS = (
+        "few_healthy_neighbours",
+        "fewer than half of this spine's vertebrae look healthy: a run of deformities may "
+        "lower every reference",
+        0.8,
     )
     MASK_CT_DISAGREE = (
         "mask_ct_disagree",

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from vertgrade.geometry.frames import LocalFrame
 from vertgrade.grading import LossMap
+from vertgrade.levels import label_id, order_key
 from vertgrade.morphometry import EndplatePlane, RegionHeights
 from vertgrade.qc import flag_texts
 from vertgrade.study import GridInfo
@@ -31,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SpineResult",
     "VertebraResult",
+    "reference_support",
 ]
 
 SCHEMA_VERSION = "1.3"
@@ -130,6 +132,7 @@ class VertebraResult:
                 "heights_mm": heights(self.reference_mm),
                 "sources": list(self.reference_sources),
                 "uncertainty": _r(self.reference_uncertainty, 4),
+                "support": reference_support(self.label, self.reference_sources),
             },
             "ratios": {k: _r(v, 4) for k, v in self.ratios.items()},
             "flags": list(self.flags),
@@ -208,6 +211,29 @@ class VertebraResult:
             "ref_height_central_mm": _r(self.central_reference_mm, 2),
         }
         return row
+
+
+def reference_support(label: int, sources: tuple[str, ...]) -> dict[str, Any] | None:
+    """What a neighbour reference rests on: its source levels above and below ``label`` and
+    the distance (levels) to the nearest; None where the sources are not levels (a model).
+
+    >>> reference_support(20, ("T12", "L2"))
+    {'above': ['T12'], 'below': ['L2'], 'nearest_levels': 1.0}
+    >>> reference_support(20, ("L2", "L3"))["above"], reference_support(20, ("synthesis-x",))
+    ([], None)
+    """
+    if not sources:
+        return None
+    try:
+        keys = {s: order_key(label_id(s)) for s in sources}
+    except ValueError:
+        return None
+    here = order_key(label)
+    return {
+        "above": [s for s, k in keys.items() if k < here],
+        "below": [s for s, k in keys.items() if k > here],
+        "nearest_levels": float(min(abs(k - here) for k in keys.values())),
+    }
 
 
 def _r(v: float | None, nd: int) -> float | None:

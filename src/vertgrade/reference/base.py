@@ -67,6 +67,9 @@ class Reference:
     parts : mapping of str to RegionHeights
         Reference heights of each part the estimate was combined from (a learned synthesis: one
         per pass), for classifiers that grade from them; empty for the neighbour reference.
+    flags : tuple of str
+        QC flags (:class:`vertgrade.qc.QCFlag` names) the estimator raises about this reference
+        (it rests on one vertebra, few healthy vertebrae ...); grading adds them.
     """
 
     heights: RegionHeights | None
@@ -75,6 +78,7 @@ class Reference:
     uncertainty: float
     reason: str | None = None
     parts: Mapping[str, RegionHeights] = field(default_factory=dict)
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

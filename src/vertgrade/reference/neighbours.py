@@ -44,6 +44,7 @@ from vertgrade.config import NeighbourParams
 from vertgrade.geometry.thirds import THIRDS
 from vertgrade.levels import level_name, normative_shape, order_key
 from vertgrade.morphometry import RegionHeights
+from vertgrade.qc import QCFlag
 from vertgrade.reference.base import MeasuredVertebra, Reference, ReferenceContext
 
 __all__ = ["NeighbourReference"]
@@ -123,6 +124,12 @@ class NeighbourReference:
                 break
             healthy = new
 
+        # a spine most of whose vertebrae fail the healthy screen (a run of mild deformities, or
+        # a spine whose shape departs from the level-typical one) gives references that rest on
+        # few vertebrae and may all be low: say so
+        study_flags: tuple[str, ...] = ()
+        if len(scales) >= 3 and 2 * len(healthy) < len(scales):
+            study_flags = (QCFlag.FEW_HEALTHY_NEIGHBOURS.value,)
         out: dict[int, Reference] = {}
         for lab, v in by_label.items():
             r: tuple[dict[str, float], tuple[int, ...], float] | str | None = refs.get(lab)
@@ -134,7 +141,12 @@ class NeighbourReference:
             n = _norm(lab)
             heights = RegionHeights(**{k: n[k] * sc[k] for k in _KEYS})
             hmap = _reference_map(v, heights, [by_label[s] for s in sources])
-            out[lab] = Reference(heights, hmap, tuple(level_name(s) for s in sources), unc, None)
+            flags = list(study_flags)
+            if len(sources) == 1:
+                flags.append(QCFlag.SINGLE_SOURCE_REFERENCE.value)
+            out[lab] = Reference(
+                heights, hmap, tuple(level_name(s) for s in sources), unc, None, flags=tuple(flags)
+            )
         return out
 
     def _scale_for(

@@ -119,6 +119,8 @@ QC_FLAG_CODES: dict[str, str] = {
     "implausible_size": "QC-SIZE",
     "no_reference": "QC-NO-REF",
     "one_sided_reference": "QC-ONE-SIDED-REF",
+    "single_source_reference": "QC-SINGLE-REF",
+    "few_healthy_neighbours": "QC-FEW-HEALTHY",
     "mask_ct_disagree": "QC-MASK-CT",
     "ct_edges_sparse": "QC-CT-SPARSE",
     "canal_not_found": "QC-NO-CANAL",
