@@ -343,6 +343,13 @@ def peer_section(root: Path | None, peer_python: str | None) -> str:
                             "endplates (an end vertebra measured along the centreline's end "
                             "tangent)"
                         )
+                if "body_too_deep" in v.flags:
+                    line += (
+                        f" (graded as measured it would read a {100 * (worst or 0):.0f} % loss). "
+                        "Fix: isolate an end vertebra's body again in its own frame: its first "
+                        "frame follows the centreline's end tangent, along which the canal of a "
+                        "tilted L5 does not show in the axial projection"
+                    )
                 misses.append(line + ".")
             elif (v.grade >= 1) != (t >= 1) or (t >= 2 and v.grade < 1):
                 kind = "missed" if t >= 1 else "false call"

@@ -127,19 +127,57 @@ def test_evaluate_command(tmp_path: Path) -> None:
     outs = []
     for i, fr in enumerate(("L1:crush:0.45", "L2:wedge:0.3")):
         ph = tmp_path / f"ph{i}"
-        assert runner.invoke(app, ["phantom", "-o", str(ph), "--levels", "T12-L3",
-                                   "--fracture", fr, "--seed", str(i)]).exit_code == 0
+        assert (
+            runner.invoke(
+                app,
+                [
+                    "phantom",
+                    "-o",
+                    str(ph),
+                    "--levels",
+                    "T12-L3",
+                    "--fracture",
+                    fr,
+                    "--seed",
+                    str(i),
+                ],
+            ).exit_code
+            == 0
+        )
         out = tmp_path / f"out{i}"
-        res = runner.invoke(app, ["grade", str(ph / "ct.nii.gz"), "--labels",
-                                  str(ph / "labels.nii.gz"), "-o", str(out), "-q",
-                                  "--subject", f"s{i}"])
+        res = runner.invoke(
+            app,
+            [
+                "grade",
+                str(ph / "ct.nii.gz"),
+                "--labels",
+                str(ph / "labels.nii.gz"),
+                "-o",
+                str(out),
+                "-q",
+                "--subject",
+                f"s{i}",
+            ],
+        )
         assert res.exit_code == 0, res.output
         outs.append(str(out))
         rows += [f"s{i},{r['label']},{r['grade']}" for r in _csv(ph / "truth.csv")]
     grades = tmp_path / "grades.csv"
     grades.write_text("\n".join(rows) + "\n")
-    res = runner.invoke(app, ["evaluate", *outs, "--grades", str(grades), "-o",
-                              str(tmp_path / "ev"), "--n-boot", "50", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            *outs,
+            "--grades",
+            str(grades),
+            "-o",
+            str(tmp_path / "ev"),
+            "--n-boot",
+            "50",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["scopes"]["all"]["metrics"]["accuracy"]["value"] == 1.0
@@ -158,16 +196,37 @@ def test_grade_from_dicom_with_dicom_outputs(tmp_path: Path) -> None:
     write_series(ph.ct, ph.affine, series_dir)
     nib.save(nib.Nifti1Image(ph.labels, ph.affine), tmp_path / "seg.nii.gz")
     out = tmp_path / "out"
-    res = runner.invoke(app, ["grade", str(series_dir), "--labels", str(tmp_path / "seg.nii.gz"),
-                              "-o", str(out), "--dicom-out", "--anonymize", "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "grade",
+            str(series_dir),
+            "--labels",
+            str(tmp_path / "seg.nii.gz"),
+            "-o",
+            str(out),
+            "--dicom-out",
+            "--anonymize",
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = {r["level"]: r for r in _csv(out / "vertebrae.csv")}
     assert rows["L1"]["grade"] == "2"
     names = {p.name for p in (out / "dicom").iterdir()}
     assert {"measurements_sr.dcm", "bodies_seg.dcm"} <= names
-    bad = runner.invoke(app, ["grade", str(tmp_path / "seg.nii.gz"), "--labels",
-                              str(tmp_path / "seg.nii.gz"), "-o", str(tmp_path / "o2"),
-                              "--dicom-out"])
+    bad = runner.invoke(
+        app,
+        [
+            "grade",
+            str(tmp_path / "seg.nii.gz"),
+            "--labels",
+            str(tmp_path / "seg.nii.gz"),
+            "-o",
+            str(tmp_path / "o2"),
+            "--dicom-out",
+        ],
+    )
     assert bad.exit_code == 2 and "need a DICOM series" in bad.stderr
 
 
@@ -180,8 +239,12 @@ def test_synthesis_commands_end_to_end(tmp_path: Path) -> None:
     folders = []
     for i, fr in ((1, []), (2, ["--fracture", "L1:wedge:0.3"])):
         ph = tmp_path / f"ph{i}"
-        assert runner.invoke(app, ["phantom", "-o", str(ph), "--levels", "T11-L2",
-                                   "--seed", str(i), *fr]).exit_code == 0
+        assert (
+            runner.invoke(
+                app, ["phantom", "-o", str(ph), "--levels", "T11-L2", "--seed", str(i), *fr]
+            ).exit_code
+            == 0
+        )
         v = tmp_path / f"v{i}"
         v.mkdir()
         (ph / "ct.nii.gz").rename(v / f"sub-p{i}_ct.nii.gz")
@@ -191,11 +254,25 @@ def test_synthesis_commands_end_to_end(tmp_path: Path) -> None:
     grades = tmp_path / "g.csv"
     grades.write_text("\n".join(rows) + "\n")
     samples, model, out = tmp_path / "samples", tmp_path / "model", tmp_path / "out"
-    res = runner.invoke(app, ["synthesis-data", *folders, "--grades", str(grades), "-o",
-                              str(samples)])
+    res = runner.invoke(
+        app, ["synthesis-data", *folders, "--grades", str(grades), "-o", str(samples)]
+    )
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["train-synthesis", str(samples), "-o", str(model), "--epochs", "1",
-                              "--shrm-pool", "global", "--healthy-max-grade", "1"])
+    res = runner.invoke(
+        app,
+        [
+            "train-synthesis",
+            str(samples),
+            "-o",
+            str(model),
+            "--epochs",
+            "1",
+            "--shrm-pool",
+            "global",
+            "--healthy-max-grade",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "1/1 epochs" in res.stdout and "generator parameters" in res.stdout
     from vertgrade.synthesis.modelfile import read_model_file
@@ -203,20 +280,55 @@ def test_synthesis_commands_end_to_end(tmp_path: Path) -> None:
     mf = read_model_file(model / "generator.safetensors")
     assert mf.config.name == "tiny" and mf.config.shrm_pool == "global"
     assert mf.config.healthy_max_grade == 1
-    bad = runner.invoke(app, ["train-synthesis", str(samples), "-o", str(tmp_path / "m2"),
-                              "--shrm-pool", "max"])
+    bad = runner.invoke(
+        app, ["train-synthesis", str(samples), "-o", str(tmp_path / "m2"), "--shrm-pool", "max"]
+    )
     assert bad.exit_code == 2 and "--shrm-pool" in bad.stderr
-    res = runner.invoke(app, ["grade", folders[1], "-o", str(out), "--reference", "synthesis",
-                              "--model", str(model / "generator.safetensors"), "-q"])
+    res = runner.invoke(
+        app,
+        [
+            "grade",
+            folders[1],
+            "-o",
+            str(out),
+            "--reference",
+            "synthesis",
+            "--model",
+            str(model / "generator.safetensors"),
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads((out / "result.json").read_text())
     assert doc["provenance"]["reference_estimator"] != "neighbours"
     assert (out / "synthesis.json").is_file()
-    assert all(v["grade_method"] == "thresholds" and v["threshold_grade"] == v["grade"]
-               for v in doc["vertebrae"])
-    bad = runner.invoke(app, ["grade", folders[1], "-o", str(tmp_path / "o4"), "--grader",
-                              str(tmp_path / "grader.joblib")])
+    assert all(
+        v["grade_method"] == "thresholds" and v["threshold_grade"] == v["grade"]
+        for v in doc["vertebrae"]
+    )
+    bad = runner.invoke(
+        app,
+        [
+            "grade",
+            folders[1],
+            "-o",
+            str(tmp_path / "o4"),
+            "--grader",
+            str(tmp_path / "grader.joblib"),
+        ],
+    )
     assert bad.exit_code == 2 and "--reference synthesis" in bad.stderr
-    bad = runner.invoke(app, ["grade", folders[1], "-o", str(tmp_path / "o2"), "--reference",
-                              "synthesis", "--model", str(tmp_path / "missing.safetensors")])
+    bad = runner.invoke(
+        app,
+        [
+            "grade",
+            folders[1],
+            "-o",
+            str(tmp_path / "o2"),
+            "--reference",
+            "synthesis",
+            "--model",
+            str(tmp_path / "missing.safetensors"),
+        ],
+    )
     assert bad.exit_code == 2 and "missing.safetensors" in bad.stderr

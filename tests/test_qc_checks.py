@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from vertgrade.qc import (
     QCFlag,
+    border_contacts,
     flag_texts,
     has_fragments,
     heights_disagree,
     implausible_sizes,
     one_sided,
     penalised,
-    touches_edge,
 )
 from vertgrade.result import QC_FLAGS
 
@@ -52,12 +53,18 @@ def test_fragments(n: int, dropped: float, expected: bool) -> None:
     assert has_fragments(n, dropped) is expected
 
 
-@pytest.mark.parametrize(
-    ("lo", "hi", "expected"),
-    [((0, 3, 3), (5, 5, 5), True), ((3, 3, 3), (9, 5, 5), True), ((1, 1, 1), (8, 8, 8), False)],
-)
-def test_touches_edge(lo: tuple[int, ...], hi: tuple[int, ...], expected: bool) -> None:
-    assert touches_edge(lo, hi, (10, 10, 10)) is expected
+def test_border_contacts_tell_a_cut_from_a_touch() -> None:
+    body = np.zeros((12, 12, 12), bool)
+    body[2:10, 2:10, 0:8] = True  # cut flat by the bottom face
+    one = (1.0, 1.0, 1.0)
+    assert border_contacts(body, (0, 0, 0), (12, 12, 30), one) == {"inferior": 1.0}
+    # the same body in a larger image, not at its border: no contact
+    assert border_contacts(body, (0, 0, 5), (12, 12, 30), one) == {}
+    # a rounded body cropped tight: it reaches every face in a few voxels only
+    ball = np.linalg.norm(np.indices((15, 15, 15)) - 7.0, axis=0) <= 7.0
+    contacts = border_contacts(ball, (0, 0, 0), (15, 15, 15), one)
+    assert set(contacts) == {"left", "right", "posterior", "anterior", "inferior", "superior"}
+    assert max(contacts.values()) < 0.1
 
 
 def test_heights_disagree_needs_both_bounds() -> None:

@@ -101,12 +101,6 @@ def test_no_normal_vertebra_graded_moderate(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="4 of 26 graded vertebrae are not gradable, all 'cut by the field of view' where the "
-    "body only touches the edge of an image cropped to the spine (verse006 L4, L5; verse008 L5; "
-    "verse014 L5): telling a cut from a touch is the real-spines issue's next step",
-)
 def test_at_most_a_tenth_of_the_graded_vertebrae_not_gradable(
     data_dir: Path, expert_grades: dict
 ) -> None:

@@ -284,7 +284,7 @@ def test_synthesised_vertebra_maps_back_onto_the_original(synthesiser, orientati
     subj = phantom_subject(2, seed=7, orientation=orientation, fractures=["L1:wedge:0.3"])
     ref = _Recording(synthesiser)
     res = grade_study(subj.study, reference=ref)
-    (measured, context), = ref.calls  # one call, on the final measurement
+    ((measured, context),) = ref.calls  # one call, on the final measurement
     syntheses = synthesiser.synthesise(ref.straighten(measured, context))
     grid = subj.study.grid
     orig_bodies = res.grid.to_input_grid(res.bodies)
@@ -309,7 +309,7 @@ def test_synthesis_reference_contract(synthesiser, graded) -> None:
             assert v.status == "graded" and v.loss_map is not None
             assert v.reference_sources == (synthesiser.name,)
     # called once, with the final measurement and its context; a second call gives the same
-    (measured, context), = ref.calls
+    ((measured, context),) = ref.calls
     refs = ref.estimate(measured, context)
     for v in res.vertebrae:
         r = refs[v.label]

@@ -227,6 +227,19 @@ class GradingConfig:
     refine_frames : bool
         Second pass: each sound body measured again perpendicular to its own endplates, each
         deformed one along the axis interpolated from its sound neighbours.
+    max_end_axis_deviation_deg : float
+        The first and last vertebra of the labelled spine are measured perpendicular to their
+        own endplates (the bisector of the two endplate planes, iterated from the centreline's
+        end tangent, which extrapolates there and can be tens of degrees off at a tilted L5)
+        when that axis lies within this angle of the tangent; farther, the tangent is kept and
+        the vertebra flagged ``axis_from_centreline``.
+    end_axis_iterations : int
+        Measurements at most for an end vertebra's own axis to settle (each re-measures the
+        spine; an axis that moves by under 1 degree has settled).
+    max_neighbour_axis_deg : float
+        QC flag ``axis_deviates`` where a vertebra's measurement axis departs from the mean of
+        its neighbours' by more than this (the segmental angle of a normal lumbosacral junction
+        reaches about 15-20 degrees).
     ct_margin_mm : float
         The CT crop around each vertebra reaches this far beyond its label (room for the edge
         search and the smoothing).
@@ -243,6 +256,10 @@ class GradingConfig:
     implausible_scale : (2,) float
         Bounds of the spine's own scale (median of those ratios); outside, every vertebra is
         implausible (a units or labelling problem).
+    max_depth_ratio : float
+        QC flag ``body_too_deep`` (not gradable) where a body is this many times deeper
+        (antero-posterior extent) than the mean of its measured neighbours: the isolation then
+        kept posterior elements with the body (a real body is not half as deep again as the next).
     max_dropped_fraction : float
         A label that lost more than this fraction of its voxels to far stray pieces is flagged
         ``label_fragments``.
@@ -259,6 +276,13 @@ class GradingConfig:
     centreline_smoothing_mm : float
         Smoothing of the spline through the vertebra centres (the residual it may leave at each
         centre), for the frames and the centreline.
+    cut_min_contact : float
+        A body is cut by the field of view where one of its faces lies on the image's border:
+        where its section on that border is at least this share of its section 3 mm inside
+        (:func:`vertgrade.qc.border_contacts`; a flat cut face gives about 1). A body that only
+        touches the border of an image cropped to the spine meets it with the tip of its
+        rounded surface (a few per cent on the real cases); it is graded, with the QC flag
+        ``touches_fov_edge``.
     central_radius_mm : float
         The central height loss (the deepest point of the middle third, where a biconcave
         depression is deepest, as quantitative morphometry reads the middle height) is the mean
@@ -281,15 +305,20 @@ class GradingConfig:
     measurement_uncertainty_mm: float = 0.5
     refine_frames: bool = True
     ct_margin_mm: float = 12.0
+    max_end_axis_deviation_deg: float = 35.0
+    end_axis_iterations: int = 2
+    max_neighbour_axis_deg: float = 25.0
     max_axis_deviation_deg: float = 15.0
     min_ct_valid_fraction: float = 0.5
     implausible_relative: tuple[float, float] = (0.45, 1.6)
     implausible_scale: tuple[float, float] = (0.35, 2.5)
+    max_depth_ratio: float = 1.5
     max_dropped_fraction: float = 0.01
     hu_core_fallback_fraction: float = 0.6
     hu_core_min_voxels: int = 20
     crush_posterior_share: float = CRUSH_POSTERIOR_SHARE
     body: BodyParams = field(default_factory=BodyParams)
+    cut_min_contact: float = 0.7
     central_radius_mm: float = CENTRAL_RADIUS_MM
     centreline_smoothing_mm: float = 1.5
     label_margin_mm: float = LABEL_MARGIN_MM

@@ -278,18 +278,26 @@ class VertebraGrade:
     central: CentralLoss | None = None
 
 
-def _not_gradable_reason(label: int, has_heights: bool, flags: list[str]) -> str | None:
+def _not_gradable_reason(
+    label: int, has_heights: bool, flags: list[str], cut_faces: tuple[str, ...]
+) -> str | None:
     if label not in GRADABLE_LABELS:
         flags.append(QCFlag.LEVEL_NOT_GRADED.value)
         return f"{level_name(label)} is not graded (vertgrade grades T1-L6)"
     if QCFlag.NO_BODY in flags:
         return "no vertebral body could be isolated from the label"
     if QCFlag.CUT_BY_FOV in flags:
-        return "the vertebral body is cut by the edge of the field of view"
+        where = f" (its {' and '.join(cut_faces)} side)" if cut_faces else ""
+        return f"the vertebral body is cut by the edge of the field of view{where}"
     if not has_heights:
         return "heights could not be measured"
     if QCFlag.IMPLAUSIBLE_SIZE in flags:
         return "body size implausible for its level: check the label"
+    if QCFlag.BODY_TOO_DEEP in flags:
+        return (
+            "the isolated body is much deeper than its neighbours': the posterior elements were "
+            "probably not cut away"
+        )
     return None
 
 
@@ -308,6 +316,7 @@ def grade_vertebra(
     reference: Reference | None,
     *,
     flags: tuple[str, ...] = (),
+    cut_faces: tuple[str, ...] = (),
     height_map: HeightMap | None = None,
     measured_map_mm: NDArray[np.float64] | None = None,
     regions: FootprintThirds | None = None,
@@ -326,6 +335,8 @@ def grade_vertebra(
     flags : tuple of str
         QC flags raised so far (:class:`vertgrade.qc.QCFlag` names); those that block grading
         make the vertebra not gradable, the others lower the confidence.
+    cut_faces : tuple of str
+        With ``cut_by_fov``: the faces of the image that cut the body (named in the reason).
     height_map, measured_map_mm : optional
         The measured footprint grid and per-column heights (mm), for the loss map.
     regions : FootprintThirds, optional
@@ -351,7 +362,7 @@ def grade_vertebra(
     out_flags = list(flags)
     if reference is not None and reference.heights is not None:
         out_flags += [f for f in reference.flags if f not in out_flags]
-    reason = _not_gradable_reason(label, heights is not None, out_flags)
+    reason = _not_gradable_reason(label, heights is not None, out_flags, cut_faces)
     if reference is None or reference.heights is None:
         if reason is None:
             out_flags.append(QCFlag.NO_REFERENCE.value)

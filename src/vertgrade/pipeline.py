@@ -42,7 +42,13 @@ from vertgrade.morphometry import (
     endplate_planes,
     measure_body,
 )
-from vertgrade.qc import QCFlag, has_fragments, heights_disagree, implausible_sizes, touches_edge
+from vertgrade.qc import (
+    QCFlag,
+    border_contacts,
+    has_fragments,
+    heights_disagree,
+    implausible_sizes,
+)
 from vertgrade.reference.base import (
     MeasuredVertebra,
     Reference,
@@ -145,7 +151,7 @@ def grade_study(
     hu = _hu_all(order, vox, iso, study, cfg)
     timings["measure"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    flags, primary, measured = _assess(order, vox, iso, meas, frames, study, cfg)
+    flags, primary, measured, cut_faces = _assess(order, vox, iso, meas, frames, study, cfg)
     # The frames so far follow a curve through body centres. Each sound body's own axis is the
     # bisector of its endplates' normals; a fractured body's endplates are deformed, so its axis
     # is interpolated between the sound bodies above and below (or taken from the curve refitted
@@ -156,8 +162,15 @@ def grade_study(
         frames = _refined_frames(order, iso, meas, frames, deformed, cfg)
         t3 = time.perf_counter()
         meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
+        # the end vertebrae: the centreline extrapolates there, so their own endplates decide
+        for _ in range(cfg.end_axis_iterations):
+            frames, moved = _end_frames(order, meas, frames, cfg)
+            if not moved:
+                break
+            meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
         timings["measure"] += time.perf_counter() - t3
-        flags, primary, measured = _assess(order, vox, iso, meas, frames, study, cfg)
+        flags, primary, measured, cut_faces = _assess(order, vox, iso, meas, frames, study, cfg)
+        _flag_axes(order, meas, frames, flags, cfg)
 
     # --- reference and grading -------------------------------------------------------------------
     bodies = np.zeros(labels.shape, np.uint8 if max(order, default=0) < 256 else np.uint16)
@@ -182,6 +195,7 @@ def grade_study(
             frames.get(mv.label),
             method,
             cfg,
+            cut_faces.get(mv.label, ()),
         )
         for mv in measured
     ]
@@ -289,12 +303,18 @@ def _assess(
     study: Study,
     cfg: GradingConfig,
 ) -> tuple[
-    dict[int, list[str]], dict[int, tuple[RegionHeights | None, str | None]], list[MeasuredVertebra]
+    dict[int, list[str]],
+    dict[int, tuple[RegionHeights | None, str | None]],
+    list[MeasuredVertebra],
+    dict[int, tuple[str, ...]],
 ]:
-    """QC flags, the heights to grade on (CT or mask), and what the reference may use."""
+    """QC flags, the heights to grade on (CT or mask), and what the reference may use; the faces
+    of the image that cut each body (``cut_faces``) are added to its flags' list as the last
+    item of the returned tuple."""
     shape = study.labels.shape
     given = study.bodies is not None
     flags: dict[int, list[str]] = {k: [] for k in order}
+    cut_faces: dict[int, tuple[str, ...]] = {}
     primary: dict[int, tuple[RegionHeights | None, str | None]] = {}
     for k in order:
         f = flags[k]
@@ -307,11 +327,13 @@ def _assess(
             f.append(QCFlag.NO_BODY.value)
             primary[k] = (None, None)
             continue
-        idx = np.argwhere(iso[k].body)
-        lo = idx.min(axis=0) + np.array(v.offset)
-        hi = idx.max(axis=0) + np.array(v.offset)
-        if touches_edge(lo.tolist(), hi.tolist(), shape):
+        contacts = border_contacts(iso[k].body, v.offset, shape, study.labels.spacing.tolist())
+        cut = [face for face, share in contacts.items() if share >= cfg.cut_min_contact]
+        if cut:
             f.append(QCFlag.CUT_BY_FOV.value)
+            cut_faces[k] = tuple(cut)
+        elif contacts:
+            f.append(QCFlag.TOUCHES_FOV_EDGE.value)
         elif v.touches_edge:
             f.append(QCFlag.POSTERIOR_ELEMENTS_CUT.value)
         fpi = iso[k].footprint
@@ -352,14 +374,15 @@ def _assess(
         key=order.index,
     ):
         flags[k].append(QCFlag.IMPLAUSIBLE_SIZE.value)
+    for k in _too_deep(order, meas, cfg.max_depth_ratio):
+        flags[k].append(QCFlag.BODY_TOO_DEEP.value)
 
     measured = []
     for k in order:
         h, _ = primary[k]
-        usable = (
-            h is not None
-            and QCFlag.CUT_BY_FOV not in flags[k]
-            and QCFlag.IMPLAUSIBLE_SIZE not in flags[k]
+        usable = h is not None and not any(
+            f in flags[k]
+            for f in (QCFlag.CUT_BY_FOV, QCFlag.IMPLAUSIBLE_SIZE, QCFlag.BODY_TOO_DEEP)
         )
         mk = meas.get(k)
         hmap_mm = None
@@ -377,7 +400,7 @@ def _assess(
                 frames.get(k),
             )
         )
-    return flags, primary, measured
+    return flags, primary, measured, cut_faces
 
 
 def _refined_frames(
@@ -420,6 +443,74 @@ def _refined_frames(
                 si = ax
         out[k] = LocalFrame.from_axes(curve_frames[k].origin, si=si)
     return out
+
+
+def _too_deep(order: list[int], meas: dict[int, BodyMeasurement], max_ratio: float) -> list[int]:
+    """Bodies deeper than ``max_ratio`` times the mean depth of their measured neighbours."""
+    out = []
+    for i, k in enumerate(order):
+        near = [order[j] for j in (i - 1, i + 1) if 0 <= j < len(order) and order[j] in meas]
+        if k in meas and near:
+            mean = float(np.mean([meas[n].depth_mm for n in near]))
+            if mean > 0 and meas[k].depth_mm > max_ratio * mean:
+                out.append(k)
+    return out
+
+
+def _ends(order: list[int]) -> list[int]:
+    return [order[0], order[-1]] if len(order) >= 2 else []
+
+
+def _angle_deg(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+    return float(np.degrees(np.arccos(np.clip(abs(float(a @ b)), 0.0, 1.0))))
+
+
+def _end_frames(
+    order: list[int],
+    meas: dict[int, BodyMeasurement],
+    frames: dict[int, LocalFrame],
+    cfg: GradingConfig,
+) -> tuple[dict[int, LocalFrame], bool]:
+    """The end vertebrae's frames turned onto their own endplate axes (within
+    ``cfg.max_end_axis_deviation_deg`` of the current axis); whether any moved by a degree."""
+    out = dict(frames)
+    moved = False
+    for k in _ends(order):
+        if k not in meas:
+            continue
+        ax = endplate_axis(meas[k], frames[k])
+        if ax is None:
+            continue
+        dev = _angle_deg(ax, frames[k].si)
+        if 1.0 < dev <= cfg.max_end_axis_deviation_deg:
+            out[k] = LocalFrame.from_axes(frames[k].origin, si=ax)
+            moved = True
+    return out, moved
+
+
+def _flag_axes(
+    order: list[int],
+    meas: dict[int, BodyMeasurement],
+    frames: dict[int, LocalFrame],
+    flags: dict[int, list[str]],
+    cfg: GradingConfig,
+) -> None:
+    """QC flags on the measurement axes: an end vertebra left on the centreline's tangent, and a
+    vertebra whose axis departs from its neighbours'."""
+    for k in _ends(order):
+        if k not in meas:
+            continue
+        ax = endplate_axis(meas[k], frames[k])
+        if ax is None or _angle_deg(ax, frames[k].si) > max(1.5, cfg.max_end_axis_deviation_deg):
+            flags[k].append(QCFlag.AXIS_FROM_CENTRELINE.value)
+    for i, k in enumerate(order):
+        near = [order[j] for j in (i - 1, i + 1) if 0 <= j < len(order) and order[j] in meas]
+        if k not in meas or not near:
+            continue
+        mean = np.sum([frames[n].si for n in near], axis=0)
+        mean /= np.linalg.norm(mean)
+        if _angle_deg(frames[k].si, mean) > cfg.max_neighbour_axis_deg:
+            flags[k].append(QCFlag.AXIS_DEVIATES.value)
 
 
 def _deformed(
@@ -483,6 +574,7 @@ def _vertebra_result(
     frame: LocalFrame | None,
     method: str,
     cfg: GradingConfig,
+    cut_faces: tuple[str, ...] = (),
 ) -> VertebraResult:
     """Grade one vertebra (:func:`vertgrade.grading.grade_vertebra`) and gather its result."""
     h = mv.heights
@@ -491,6 +583,7 @@ def _vertebra_result(
         h,
         ref,
         flags=tuple(flags),
+        cut_faces=cut_faces,
         height_map=m.height_map if m is not None else None,
         measured_map_mm=mv.heights_map_mm,
         regions=mv.regions,
@@ -628,7 +721,7 @@ def measure_alignment(result: SpineResult, config: AlignmentConfig | None = None
                 "its body is cut by the edge of the field of view: the cut face would pass for "
                 "an endplate"
             )
-        elif QCFlag.IMPLAUSIBLE_SIZE in flags:
+        elif QCFlag.IMPLAUSIBLE_SIZE in flags or QCFlag.BODY_TOO_DEEP in flags:
             excluded[v.label] = "its body size is implausible for its level (check the label)"
     return alignment_from_endplates(
         labels,

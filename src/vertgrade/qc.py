@@ -23,15 +23,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 
+import numpy as np
+from numpy.typing import NDArray
+
 __all__ = [
+    "FACE_NAMES",
     "QCFlag",
+    "border_contacts",
     "flag_texts",
     "has_fragments",
     "heights_disagree",
     "implausible_sizes",
     "one_sided",
     "penalised",
-    "touches_edge",
 ]
 
 
@@ -60,14 +64,32 @@ class QCFlag(str, Enum):
 
     CUT_BY_FOV = (
         "cut_by_fov",
-        "the vertebral body touches the edge of the image: heights would be truncated",
+        "the vertebral body is cut by the edge of the image (a face of it lies on the border): "
+        "heights would be truncated",
         1.0,
         True,
+    )
+    TOUCHES_FOV_EDGE = (
+        "touches_fov_edge",
+        "the vertebral body touches the edge of the image without being cut (an image cropped "
+        "to the spine): graded",
+        0.95,
     )
     POSTERIOR_ELEMENTS_CUT = (
         "posterior_elements_cut",
         "posterior elements touch the edge of the image (body whole)",
         0.95,
+    )
+    AXIS_FROM_CENTRELINE = (
+        "axis_from_centreline",
+        "an end vertebra measured along the centreline's end tangent: its own endplates gave no "
+        "usable axis",
+        0.9,
+    )
+    AXIS_DEVIATES = (
+        "axis_deviates",
+        "the vertebra's measurement axis departs from its neighbours' by more than 25 degrees",
+        0.9,
     )
     LABEL_FRAGMENTS = (
         "label_fragments",
@@ -77,6 +99,13 @@ class QCFlag(str, Enum):
     IMPLAUSIBLE_SIZE = (
         "implausible_size",
         "body size far from what its level and this spine make plausible",
+        1.0,
+        True,
+    )
+    BODY_TOO_DEEP = (
+        "body_too_deep",
+        "the isolated body is much deeper than its neighbours': posterior elements were probably "
+        "kept with it",
         1.0,
         True,
     )
@@ -155,15 +184,73 @@ def has_fragments(
     return n_fragments > 1 or dropped_fraction > max_dropped_fraction
 
 
-def touches_edge(lo: Sequence[int], hi: Sequence[int], shape: Sequence[int]) -> bool:
-    """True when a box from voxel ``lo`` to voxel ``hi`` (inclusive) reaches the image's border.
+#: Names of the faces of the canonical (RAS+) grid: axis -> (low side, high side).
+FACE_NAMES: tuple[tuple[str, str], ...] = (
+    ("left", "right"),
+    ("posterior", "anterior"),
+    ("inferior", "superior"),
+)
 
-    >>> touches_edge((0, 5, 5), (9, 9, 9), (20, 20, 20))
-    True
-    >>> touches_edge((1, 1, 1), (18, 18, 18), (20, 20, 20))
-    False
+
+def border_contacts(
+    body: NDArray[np.bool_],
+    offset: Sequence[int],
+    shape: Sequence[int],
+    spacing: Sequence[float],
+    *,
+    probe_mm: float = 3.0,
+) -> dict[str, float]:
+    """Each image face a body reaches, with how flat the body meets it: its section on the face
+    over its section ``probe_mm`` inside.
+
+    A body the border cuts meets it with a whole face: its section there is about its section a
+    few millimetres in (ratio about 1). A body that merely touches the border of an image cropped
+    to the spine meets it with the tip of its rounded surface: the section on the face is a small
+    part of the section a few millimetres in.
+
+    Parameters
+    ----------
+    body : (I, J, K) bool ndarray
+        The body, on a crop of the canonical grid that starts at voxel ``offset``.
+    offset : (3,) int
+    shape : (3,) int
+        The full image's shape.
+    spacing : (3,) float
+        Voxel size (mm).
+    probe_mm : float
+        How far inside the second section is taken.
+
+    Returns
+    -------
+    dict of str to float
+        Face name (:data:`FACE_NAMES`) -> section ratio, for the faces the body reaches.
+
+    Examples
+    --------
+    >>> b = np.zeros((10, 10, 10), bool); b[2:8, 2:8, 0:6] = True   # a box on the bottom face
+    >>> border_contacts(b, (0, 0, 0), (10, 10, 10), (1.0, 1.0, 1.0))
+    {'inferior': 1.0}
+    >>> ball = np.linalg.norm(np.indices((15, 15, 15)) - 7.0, axis=0) <= 7.0   # tangent
+    >>> c = border_contacts(ball, (0, 0, 0), (15, 15, 40), (1.0, 1.0, 1.0))
+    >>> sorted(c), round(c["left"], 2)
+    (['anterior', 'inferior', 'left', 'posterior', 'right'], 0.01)
     """
-    return any(a == 0 for a in lo) or any(b == n - 1 for b, n in zip(hi, shape, strict=True))
+    out: dict[str, float] = {}
+    for ax in range(3):
+        profile = body.sum(axis=tuple(a for a in range(3) if a != ax)).astype(np.float64)
+        if not profile.any():
+            continue
+        depth = max(1, int(np.ceil(probe_mm / float(spacing[ax]))))
+        last = body.shape[ax] - 1
+        for side, local in ((0, 0), (1, last)):
+            full = 0 if side == 0 else shape[ax] - 1
+            if offset[ax] + local != full or profile[local] == 0:
+                continue
+            inner = (
+                profile[min(local + depth, last)] if side == 0 else profile[max(local - depth, 0)]
+            )
+            out[FACE_NAMES[ax][side]] = float(profile[local] / max(inner, profile[local]))
+    return out
 
 
 def heights_disagree(

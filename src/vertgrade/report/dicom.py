@@ -114,9 +114,13 @@ LOCAL_CODES: dict[str, tuple[str, str]] = {
 #: QC flag name (see :data:`vertgrade.result.QC_FLAGS`) -> local CodeValue.
 QC_FLAG_CODES: dict[str, str] = {
     "cut_by_fov": "QC-CUT-FOV",
+    "touches_fov_edge": "QC-TOUCH-FOV",
     "posterior_elements_cut": "QC-POST-CUT",
     "label_fragments": "QC-FRAGMENTS",
+    "axis_from_centreline": "QC-AXIS-CURVE",
+    "axis_deviates": "QC-AXIS-DEVIATES",
     "implausible_size": "QC-SIZE",
+    "body_too_deep": "QC-DEEP",
     "no_reference": "QC-NO-REF",
     "one_sided_reference": "QC-ONE-SIDED-REF",
     "single_source_reference": "QC-SINGLE-REF",

@@ -423,7 +423,7 @@ class SpineGeometry:
     @classmethod
     def from_result(cls, result: SpineResult) -> SpineGeometry:
         """From ``grade_study(study)`` (the neighbour reference's loss maps)."""
-        bad = {QCFlag.CUT_BY_FOV, QCFlag.IMPLAUSIBLE_SIZE, QCFlag.NO_BODY}
+        bad = {QCFlag.CUT_BY_FOV, QCFlag.IMPLAUSIBLE_SIZE, QCFlag.BODY_TOO_DEEP, QCFlag.NO_BODY}
         return cls(
             subject=result.subject,
             frames={v.label: v.frame for v in result.vertebrae if v.frame is not None},
