@@ -44,10 +44,12 @@ from vertgrade.morphometry import (
 )
 from vertgrade.qc import (
     QCFlag,
+    axes_deviating,
     border_contacts,
     has_fragments,
     heights_disagree,
     implausible_sizes,
+    too_deep,
 )
 from vertgrade.reference.base import (
     MeasuredVertebra,
@@ -374,7 +376,8 @@ def _assess(
         key=order.index,
     ):
         flags[k].append(QCFlag.IMPLAUSIBLE_SIZE.value)
-    for k in _too_deep(order, meas, cfg.max_depth_ratio):
+    depths = {k: meas[k].depth_mm for k in order if k in meas}
+    for k in too_deep([k for k in order if k in depths], depths, max_ratio=cfg.max_depth_ratio):
         flags[k].append(QCFlag.BODY_TOO_DEEP.value)
 
     measured = []
@@ -445,18 +448,6 @@ def _refined_frames(
     return out
 
 
-def _too_deep(order: list[int], meas: dict[int, BodyMeasurement], max_ratio: float) -> list[int]:
-    """Bodies deeper than ``max_ratio`` times the mean depth of their measured neighbours."""
-    out = []
-    for i, k in enumerate(order):
-        near = [order[j] for j in (i - 1, i + 1) if 0 <= j < len(order) and order[j] in meas]
-        if k in meas and near:
-            mean = float(np.mean([meas[n].depth_mm for n in near]))
-            if mean > 0 and meas[k].depth_mm > max_ratio * mean:
-                out.append(k)
-    return out
-
-
 def _ends(order: list[int]) -> list[int]:
     return [order[0], order[-1]] if len(order) >= 2 else []
 
@@ -503,14 +494,10 @@ def _flag_axes(
         ax = endplate_axis(meas[k], frames[k])
         if ax is None or _angle_deg(ax, frames[k].si) > max(1.5, cfg.max_end_axis_deviation_deg):
             flags[k].append(QCFlag.AXIS_FROM_CENTRELINE.value)
-    for i, k in enumerate(order):
-        near = [order[j] for j in (i - 1, i + 1) if 0 <= j < len(order) and order[j] in meas]
-        if k not in meas or not near:
-            continue
-        mean = np.sum([frames[n].si for n in near], axis=0)
-        mean /= np.linalg.norm(mean)
-        if _angle_deg(frames[k].si, mean) > cfg.max_neighbour_axis_deg:
-            flags[k].append(QCFlag.AXIS_DEVIATES.value)
+    present = [k for k in order if k in meas]
+    axes = {k: frames[k].si for k in present}
+    for k in axes_deviating(present, axes, max_deg=cfg.max_neighbour_axis_deg):
+        flags[k].append(QCFlag.AXIS_DEVIATES.value)
 
 
 def _deformed(

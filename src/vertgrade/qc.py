@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 __all__ = [
     "FACE_NAMES",
     "QCFlag",
+    "axes_deviating",
     "border_contacts",
     "flag_texts",
     "has_fragments",
@@ -36,6 +37,7 @@ __all__ = [
     "implausible_sizes",
     "one_sided",
     "penalised",
+    "too_deep",
 ]
 
 
@@ -300,6 +302,52 @@ def implausible_sizes(
     lo, hi = relative_bounds
     scale_ok = scale_bounds[0] < scale < scale_bounds[1]
     return {k for k, r in size_ratios.items() if not (lo <= r / scale <= hi) or not scale_ok}
+
+
+def _neighbours(order: Sequence[int], i: int) -> list[int]:
+    return [order[j] for j in (i - 1, i + 1) if 0 <= j < len(order)]
+
+
+def too_deep(
+    order: Sequence[int], depths_mm: Mapping[int, float], *, max_ratio: float
+) -> list[int]:
+    """Labels whose body is more than ``max_ratio`` times as deep (antero-posterior extent) as
+    the mean of its neighbours in ``order``: its isolation kept the posterior elements.
+
+    >>> too_deep([22, 23, 24], {22: 33.0, 23: 34.0, 24: 69.0}, max_ratio=1.5)
+    [24]
+    """
+    out = []
+    for i, k in enumerate(order):
+        near = _neighbours(order, i)
+        if near:
+            mean = sum(depths_mm[n] for n in near) / len(near)
+            if mean > 0 and depths_mm[k] > max_ratio * mean:
+                out.append(k)
+    return out
+
+
+def axes_deviating(
+    order: Sequence[int], axes: Mapping[int, NDArray[np.float64]], *, max_deg: float
+) -> list[int]:
+    """Labels whose unit axis departs by more than ``max_deg`` from the mean of its neighbours'.
+
+    >>> tilt = np.array([np.sin(np.radians(30)), 0.0, np.cos(np.radians(30))])
+    >>> z = np.array([0.0, 0.0, 1.0])
+    >>> axes_deviating([1, 2, 3], {1: z, 2: z, 3: tilt}, max_deg=25.0)
+    [3]
+    """
+    out = []
+    for i, k in enumerate(order):
+        near = _neighbours(order, i)
+        if not near:
+            continue
+        mean = np.sum([axes[n] for n in near], axis=0)
+        mean = mean / np.linalg.norm(mean)
+        cos = float(np.clip(abs(float(axes[k] @ mean)), 0.0, 1.0))
+        if np.degrees(np.arccos(cos)) > max_deg:
+            out.append(k)
+    return out
 
 
 def one_sided(position: float, source_positions: Sequence[float]) -> bool:
