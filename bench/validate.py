@@ -276,8 +276,10 @@ def peer_section(root: Path | None, peer_python: str | None) -> str:
     out.append(
         "The peer's rule: a fracture where `1 - min/max` of its three heights (lines at about 15 / "
         "50 / 85 % of the body's depth) exceeds 0.2; it skips vertebrae that touch the image's "
-        "edge. Ours: the Genant grade of the largest loss against the neighbour reference (thirds "
-        "and the central depression). `-` = not graded (with our reason in the last column).\n"
+        "edge. Ours: the Genant grade of the largest loss, against the neighbour reference (thirds "
+        "and the central depression) or of the vertebra's own shape (anterior and middle thirds "
+        "against the posterior, beside the level's typical ratios: the `shape` column gives its "
+        "wedge / biconcave losses). `-` = not graded (with our reason in the last column).\n"
     )
     if peer_python is None:
         out.append(
@@ -285,9 +287,9 @@ def peer_section(root: Path | None, peer_python: str | None) -> str:
             "and its few imports, then `python bench/validate.py --peer-python PYTHON`): its "
             "column is empty.\n"
         )
-    columns = ("subject", "level", "expert", "ours", "ours largest loss", "peer 1 - min/max")
-    out.append("| " + " | ".join((*columns, "peer call", "note")) + " |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    columns = ("subject", "level", "expert", "ours", "ours largest loss", "shape")
+    out.append("| " + " | ".join((*columns, "peer 1 - min/max", "peer call", "note")) + " |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     counts = {"ours": [0, 0, 0, 0], "peer": [0, 0, 0, 0]}  # found, missed, false, not graded
     misses: list[str] = []
     for folder in folders:
@@ -302,7 +304,14 @@ def peer_section(root: Path | None, peer_python: str | None) -> str:
                 vals = [v.rhlv[k] for k in THIRDS if v.rhlv[k] is not None]
                 if v.central_rhlv is not None:
                     vals.append(v.central_rhlv)
+                if v.shape is not None:
+                    vals += [v.shape.wedge, v.shape.biconcave]
                 worst = max(vals) if vals else None
+            shape = (
+                "-"
+                if v.shape is None
+                else f"{100 * v.shape.wedge:.0f}% / {100 * v.shape.biconcave:.0f}%"
+            )
             hd = None if peer is None else peer.get(f"vertebrae_{v.level}_height_difference")
             call = None if hd is None else int(hd > 0.2)
             for who, got in (
@@ -323,7 +332,7 @@ def peer_section(root: Path | None, peer_python: str | None) -> str:
             note = v.reason or ", ".join(v.flags)
             out.append(
                 f"| {res.subject} | {v.level} | {t} | {'-' if v.grade is None else v.grade} | "
-                f"{'-' if worst is None else f'{100 * worst:.0f}%'} | "
+                f"{'-' if worst is None else f'{100 * worst:.0f}%'} | {shape} | "
                 f"{'-' if hd is None else f'{hd:.2f}'} | "
                 f"{'-' if call is None else ('fracture' if call else 'normal')} | {note} |"
             )
@@ -360,9 +369,10 @@ def peer_section(root: Path | None, peer_python: str | None) -> str:
                 )
                 if t >= 1 and (worst or 0) < 0.15:
                     line += (
-                        ": its heights are within 15 % of its neighbours' everywhere, so the "
-                        "expert's call rests on more than height (a subtle endplate change). Fix: "
-                        "the within-vertebra ratios against level-typical ones, as further evidence"
+                        ": its heights are within 15 % of its neighbours' everywhere, and its own "
+                        "shape is within 15 % of its level's typical ratios, so the expert's call "
+                        "rests on more than height (a subtle endplate change). Fix: not a height "
+                        "rule; an endplate-texture or learned grader trained on real fractures"
                     )
                 misses.append(line + ".")
     n = sum(1 for (sj, _) in truth if sj.removeprefix("sub-") in {f.name for f in folders})

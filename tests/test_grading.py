@@ -212,3 +212,28 @@ def test_a_central_depression_grades_by_its_deepest_point() -> None:
     assert g.central.index == (17, 22)
     assert (g.grade, g.fracture_type) == (2, "biconcave")
     assert g.rhlv is not None and g.rhlv["middle"] == pytest.approx(middle_mean)  # thirds kept
+
+
+def test_shape_evidence_grades_a_wedge_the_reference_underestimates() -> None:
+    """A reference 10 % too small (a neighbour of another size) hides a wedge from the RHLV; the
+    vertebra's own shape (anterior against posterior, against L1's typical 0.97) does not."""
+    h = _h(18.0, 23.0, 25.0)
+    small = Reference(RegionHeights(20.0, 20.0, 22.0, 22.0), None, ("T12", "L2"), 0.03)
+    g = grade_vertebra(20, h, small)
+    assert g.rhlv is not None and g.rhlv["anterior"] == pytest.approx(0.1)
+    assert g.shape is not None
+    assert g.shape.wedge == pytest.approx(1 - (18.0 / 25.0) / (24.3 / 25.0))
+    assert g.grade == 2 and g.fracture_type == "wedge" and g.basis == "shape_wedge"
+    off = grade_vertebra(20, h, small, config=GradingConfig(shape_evidence=False))
+    assert off.grade == 0 and off.shape is None and off.basis == "anterior"
+
+
+def test_a_healthy_shape_adds_nothing() -> None:
+    """A vertebra of its level's typical shape: the shape losses are zero, the RHLV grades."""
+    t12 = _h(22.6, 0.96 * 0.5 * (22.6 + 23.6), 23.6)
+    ref = Reference(RegionHeights(30.0, 30.0, 30.0, 30.0), None, ("T11", "L1"), 0.03)
+    g = grade_vertebra(19, t12, ref)
+    assert g.shape is not None
+    assert g.shape.wedge == pytest.approx(0.0, abs=1e-9)
+    assert g.shape.biconcave == pytest.approx(0.0, abs=1e-9)
+    assert g.basis == "middle" and g.grade == 2

@@ -73,6 +73,48 @@ def test_a_run_of_mild_deformities_is_flagged() -> None:
         v = res[lv]
         assert v.grade is not None and v.grade >= 1, (lv, v.rhlv, v.reference_sources)
         assert "few_healthy_neighbours" in v.flags
+    # the spine's vertebrae depart alike from their levels' shape: said on every vertebra
+    assert all("atypical_spine_shape" in v.flags for v in res.vertebrae)
+
+
+@pytest.mark.slow
+def test_a_healthy_phantom_has_its_levels_typical_shape() -> None:
+    """A healthy spine has the level-typical within-vertebra ratios, so its own shape adds no
+    height loss and the spine is not flagged; a wedge's shape loss is close to its anterior
+    third's loss (its posterior wall barely moves), and the wall heights read the wedge."""
+    ph = make_phantom("T11-L3", ["L1:wedge:0.32"], spacing=1.0, fov_mm=(130.0, 130.0), seed=3)
+    res = grade_study(study_from_arrays(ph.labels, ph.affine, ct=ph.ct))
+    for v in res.vertebrae:
+        assert "atypical_spine_shape" not in v.flags
+        assert v.shape is not None and v.walls_mm is not None
+        if v.level != "L1":
+            assert abs(v.shape.wedge) < 0.05 and abs(v.shape.biconcave) < 0.05, (v.level, v.shape)
+            assert v.grade == 0
+    l1 = res["L1"]
+    assert l1.grade == 2 and l1.fracture_type == "wedge"
+    assert l1.rhlv is not None and l1.rhlv["anterior"] is not None
+    assert 0.8 * l1.rhlv["anterior"] < l1.shape.wedge <= l1.rhlv["anterior"] + 0.02
+    w = l1.walls_mm
+    assert w.anterior / w.posterior < l1.ratios["anterior_posterior"]  # the wall is lower still
+
+
+@pytest.mark.slow
+def test_stray_label_fragments_do_not_bend_the_frames() -> None:
+    """A few voxels of L2's label far from its body (a segmentation's stray island) change
+    nothing: the same frames, heights and grades as without them."""
+    ph = make_phantom("T12-L3", ["L1:wedge:0.32"], spacing=1.0, fov_mm=(130.0, 130.0), seed=5)
+    clean = grade_study(study_from_arrays(ph.labels, ph.affine, ct=ph.ct))
+    labels = ph.labels.copy()
+    labels[2:4, 2:4, 2:4] = 21  # an island 8 voxels big, tens of mm from L2
+    stray = grade_study(study_from_arrays(labels, ph.affine, ct=ph.ct))
+    for a, b in zip(clean.vertebrae, stray.vertebrae, strict=True):
+        assert (a.level, a.grade, a.fracture_type) == (b.level, b.grade, b.fracture_type)
+        assert a.heights_mm is not None and b.heights_mm is not None
+        for k in ("anterior", "middle", "posterior"):
+            assert abs((a.heights_mm.get(k) or 0) - (b.heights_mm.get(k) or 0)) < 0.05, (a.level, k)
+        assert a.frame is not None and b.frame is not None
+        assert float(np.dot(a.frame.si, b.frame.si)) > np.cos(np.radians(0.5))
+    assert stray["L1"].grade == 2
 
 
 def test_border_contact_of_a_cropped_phantom_body_is_small() -> None:

@@ -128,6 +128,30 @@ def test_moderate_and_severe_fractures_found(
         assert got >= 2
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("subject", _SUBJECTS)
+def test_normal_vertebrae_have_their_levels_typical_shape(
+    data_dir: Path, expert_grades: dict, subject: str
+) -> None:
+    """The level-typical within-vertebra ratios (vertgrade.levels.typical_ratios, from the
+    anatomical literature) hold on real CT: every expert grade-0 vertebra that is graded departs
+    from its level's anterior/posterior and middle/posterior ratios by less than the 20 % of a
+    Genant grade 1 (on these cases by at most 13 %), no spine is flagged as atypical, and the
+    standard wall heights are measured."""
+    result = _graded(data_dir, subject)
+    for v in result.vertebrae:
+        assert "atypical_spine_shape" not in v.flags, subject
+        if expert_grades.get((subject, v.label)) != 0 or v.status != "graded":
+            continue
+        assert v.shape is not None and v.walls_mm is not None, (subject, v.level)
+        assert abs(v.shape.wedge) < 0.2 and abs(v.shape.biconcave) < 0.2, (
+            subject,
+            v.level,
+            v.shape,
+        )
+        assert 10.0 < v.walls_mm.posterior < 40.0 and 10.0 < v.walls_mm.anterior < 40.0
+
+
 def test_severe_l1_of_verse012_is_severe(data_dir: Path) -> None:
     result = grade_study(load_study(data_dir / "verse012"))
     l1 = result["L1"]

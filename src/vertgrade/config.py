@@ -287,6 +287,19 @@ class GradingConfig:
         The central height loss (the deepest point of the middle third, where a biconcave
         depression is deepest, as quantitative morphometry reads the middle height) is the mean
         loss over the columns within this radius of that point.
+    shape_evidence : bool
+        Grade from the vertebra's own shape as well as from its neighbours: the anterior and
+        middle thirds' heights relative to its posterior third, against the level's typical
+        ratios (:func:`vertgrade.grading.shape_evidence`); the larger loss of the two kinds
+        grades.
+    atypical_spine_shape : float
+        QC flag ``atypical_spine_shape`` on every vertebra where the median within-vertebra
+        shape loss of a spine's (at least three) measured vertebrae is at least this: the
+        vertebrae all depart alike from their levels' typical shape, and a reference from
+        neighbours that look alike may rest on deformed ones.
+    wall_band_mm : float
+        Depth of the column bands at the anterior and posterior walls over which the standard
+        morphometric wall heights are read (:func:`vertgrade.morphometry.wall_heights`).
     label_margin_mm : float
         Each label is cropped this far beyond its box; pieces of it within this distance of its
         largest piece are kept (a fracture can split a body), farther ones dropped as strays.
@@ -320,6 +333,9 @@ class GradingConfig:
     body: BodyParams = field(default_factory=BodyParams)
     cut_min_contact: float = 0.7
     central_radius_mm: float = CENTRAL_RADIUS_MM
+    shape_evidence: bool = True
+    atypical_spine_shape: float = 0.10
+    wall_band_mm: float = 3.0
     centreline_smoothing_mm: float = 1.5
     label_margin_mm: float = LABEL_MARGIN_MM
     fragment_fraction: float = FRAGMENT_FRACTION

@@ -6,6 +6,19 @@ semi-quantitative grade follows from the largest regional loss by the published 
 25-40 % moderate (2), 40 % and more severe (3). The type follows from where the loss is:
 anterior (wedge), middle (biconcave) or throughout, posterior wall included (crush).
 
+Two kinds of evidence grade, as a reader weighs them (Genant's semi-quantitative reading
+compares a vertebra's heights with each other and with its neighbours'):
+
+- *size against the neighbours*: the RHLV of each third against the reference, and the central
+  loss where a biconcave depression is deepest (:func:`central_loss`);
+- *the vertebra's own shape*: its anterior and middle heights relative to its posterior height,
+  against the level's typical ratios (:func:`shape_evidence`). The posterior wall survives wedge
+  and biconcave fractures, so this needs no reference and is immune to a reference that is too
+  small or too large (a run of mild deformities, a single neighbour of another size); it does
+  not see a crush, which lowers all three alike.
+
+The largest loss of either kind grades; ``VertebraGrade.basis`` says which one.
+
 Examples
 --------
 >>> genant_grade(0.19), genant_grade(0.2), genant_grade(0.3), genant_grade(0.45)
@@ -36,7 +49,7 @@ from vertgrade.config import (
     GradingConfig,
 )
 from vertgrade.geometry.thirds import THIRDS, FootprintThirds
-from vertgrade.levels import GRADABLE_LABELS, label_id, level_name, order_key
+from vertgrade.levels import GRADABLE_LABELS, label_id, level_name, order_key, typical_ratios
 from vertgrade.morphometry import HeightMap, RegionHeights
 from vertgrade.qc import QCFlag, one_sided, penalised
 from vertgrade.reference.base import Reference
@@ -45,6 +58,7 @@ __all__ = [
     "CentralLoss",
     "FractureType",
     "LossMap",
+    "ShapeEvidence",
     "VertebraGrade",
     "central_loss",
     "fracture_type",
@@ -53,6 +67,7 @@ __all__ = [
     "grade_vertebra",
     "loss_map",
     "rhlv",
+    "shape_evidence",
     "type_for_grade",
 ]
 
@@ -241,6 +256,72 @@ def central_loss(
 
 
 @dataclass(frozen=True)
+class ShapeEvidence:
+    """A vertebra's own shape against its level's typical shape (:func:`shape_evidence`).
+
+    Attributes
+    ----------
+    anterior_posterior, middle_posterior : float
+        Measured ratios of the thirds' heights.
+    typical_anterior_posterior, typical_middle_posterior : float
+        The level's typical ratios (:func:`vertgrade.levels.typical_ratios`).
+    """
+
+    anterior_posterior: float
+    middle_posterior: float
+    typical_anterior_posterior: float
+    typical_middle_posterior: float
+
+    @property
+    def wedge(self) -> float:
+        """Anterior height lost relative to the posterior: ``1 - (A/P) / typical (A/P)``."""
+        return 1.0 - self.anterior_posterior / self.typical_anterior_posterior
+
+    @property
+    def biconcave(self) -> float:
+        """Middle height lost relative to the posterior: ``1 - (M/P) / typical (M/P)``."""
+        return 1.0 - self.middle_posterior / self.typical_middle_posterior
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "anterior_posterior": self.anterior_posterior,
+            "middle_posterior": self.middle_posterior,
+            "typical_anterior_posterior": self.typical_anterior_posterior,
+            "typical_middle_posterior": self.typical_middle_posterior,
+            "wedge": self.wedge,
+            "biconcave": self.biconcave,
+        }
+
+
+def shape_evidence(label: int, heights: RegionHeights | None) -> ShapeEvidence | None:
+    """The within-vertebra evidence: anterior and middle heights relative to the posterior one,
+    against the level's typical ratios.
+
+    This is quantitative morphometry's wedge (Ha/Hp) and biconcavity (Hm/Hp) comparison, made
+    on the thirds' heights so that it means the same as the RHLV of each third: where the
+    posterior third is intact, ``wedge`` equals the anterior third's RHLV against a reference
+    of the level's typical shape scaled to the vertebra's own posterior height.
+
+    Returns None for levels without a typical shape or without the three heights.
+
+    >>> h = RegionHeights(body=21.0, anterior=18.0, middle=21.0, posterior=24.0)
+    >>> e = shape_evidence(20, h)      # L1: typically 0.97 anterior / posterior
+    >>> round(e.wedge, 3), round(e.biconcave, 3)
+    (0.228, 0.076)
+    """
+    if heights is None or label not in GRADABLE_LABELS:
+        return None
+    a, m, p = heights.anterior, heights.middle, heights.posterior
+    if a is None or m is None or p is None or p <= 0:
+        return None
+    try:
+        ta, tm = typical_ratios(label)
+    except KeyError:
+        return None
+    return ShapeEvidence(a / p, m / p, ta, tm)
+
+
+@dataclass(frozen=True)
 class VertebraGrade:
     """The grading of one vertebra: what :func:`grade_vertebra` decides.
 
@@ -265,6 +346,12 @@ class VertebraGrade:
     flags : tuple of str
         The QC flags given, with those grading adds (``level_not_graded``, ``no_reference``,
         ``one_sided_reference``), each once, in the order raised.
+    shape : ShapeEvidence or None
+        The within-vertebra evidence (:func:`shape_evidence`).
+    basis : str or None
+        What decided the grade: the largest loss among ``"anterior"``, ``"middle"``,
+        ``"posterior"`` (RHLV of a third), ``"central"`` (the central loss), ``"shape_wedge"``
+        and ``"shape_biconcave"`` (the within-vertebra evidence).
     """
 
     status: Literal["graded", "not_gradable"]
@@ -276,6 +363,8 @@ class VertebraGrade:
     loss_map: LossMap | None
     flags: tuple[str, ...] = field(default=())
     central: CentralLoss | None = None
+    shape: ShapeEvidence | None = None
+    basis: str | None = None
 
 
 def _not_gradable_reason(
@@ -393,7 +482,8 @@ def grade_vertebra(
             lmap.values, regions, step_mm=height_map.step_mm, radius_mm=cfg.central_radius_mm
         )
 
-    grade = ftype = conf = None
+    shape = shape_evidence(label, heights) if cfg.shape_evidence else None
+    grade = ftype = conf = basis = None
     status: Literal["graded", "not_gradable"] = "not_gradable"
     if reason is None and losses is not None:
         regional = {r: losses[r] for r in THIRDS}
@@ -403,10 +493,20 @@ def grade_vertebra(
             and all(x is not None for x in regional.values())
         ):
             l_ant, l_mid, l_post = (float(regional[r] or 0.0) for r in THIRDS)
+            evidence = {"anterior": l_ant, "middle": l_mid, "posterior": l_post}
             # the middle height as morphometry reads it: the deeper of the third's mean and the
             # centre's depression
             if central is not None:
+                evidence["central"] = central.loss
                 l_mid = max(l_mid, central.loss)
+            # the vertebra's own shape: a wedge or a biconcave deformity against its posterior
+            # wall, whatever the neighbours say
+            if shape is not None:
+                evidence["shape_wedge"] = shape.wedge
+                evidence["shape_biconcave"] = shape.biconcave
+                l_ant = max(l_ant, shape.wedge)
+                l_mid = max(l_mid, shape.biconcave)
+            basis = max(evidence, key=lambda k: evidence[k])
             worst = max(l_ant, l_mid, l_post)
             grade = genant_grade(worst, cfg.thresholds)
             if grade >= 1:
@@ -434,6 +534,8 @@ def grade_vertebra(
         loss_map=lmap,
         flags=tuple(dict.fromkeys(out_flags)),
         central=central,
+        shape=shape,
+        basis=basis,
     )
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "region_of",
     "spinal_region_of",
     "totalseg_total_to_verse",
+    "typical_ratios",
 ]
 
 #: VerSe label id -> level name.
@@ -256,3 +257,23 @@ def normative_shape(label: int) -> NormativeShape:
     """
     ant, post = NORMATIVE_HEIGHTS_MM[int(label)]
     return NormativeShape(ant, _MIDDLE_FACTOR * 0.5 * (ant + post), post)
+
+
+def typical_ratios(label: int) -> tuple[float, float]:
+    """A level's typical within-vertebra height ratios: (anterior / posterior, middle / posterior)
+    of the thirds' heights, from :data:`NORMATIVE_HEIGHTS_MM`.
+
+    The anterior-to-posterior ratio is Panjabi's anatomical wedge. Masharawi et al. (Eur Spine J
+    2010;19:768-73, 240 CT scans, T9-L5) measured the same pattern as sagittal wedging angles:
+    ventral wedging of about 3-5 degrees from T9 to T12, falling through L1-L2 to dorsal wedging
+    from L3 down, about -8 degrees (women) and -5 degrees (men) at L5. Over a 30 mm deep body of
+    25 mm posterior height those angles give ratios of about 0.90 at T11 and 1.12-1.16 at L5,
+    against Panjabi's 0.95 and 1.19 here. On the real cases of the validation page the healthy
+    vertebrae's measured ratios lie within 0.13 of these values (most within 0.05), so a
+    deviation of 20 % (a Genant grade 1) is beyond the normal spread of a level's shape.
+
+    >>> [round(r, 3) for r in typical_ratios(19)], [round(r, 3) for r in typical_ratios(24)]
+    ([0.958, 0.94], [1.186, 1.049])
+    """
+    s = normative_shape(label)
+    return s.anterior_mm / s.posterior_mm, s.middle_mm / s.posterior_mm

@@ -44,6 +44,7 @@ __all__ = [
     "EndplatePlane",
     "HeightMap",
     "RegionHeights",
+    "WallHeights",
     "calibrate_ct",
     "endplate_axis",
     "endplate_planes",
@@ -51,6 +52,7 @@ __all__ = [
     "measure_body",
     "region_heights",
     "robust_mean",
+    "wall_heights",
 ]
 
 #: Outliers are values beyond this many scaled median absolute deviations from the median
@@ -310,6 +312,110 @@ def region_heights(
         vals = vals[np.isfinite(vals)]
         out[name] = robust_mean(vals) if vals.size >= min_columns else None
     return RegionHeights(**out)
+
+
+@dataclass(frozen=True)
+class WallHeights:
+    """Quantitative morphometry's three heights of a body, in mm, read where radiologists place
+    them (:func:`wall_heights`): the anterior and posterior wall heights and the middle height at
+    the centre, where a biconcave depression is deepest. ``depth_mm`` is the antero-posterior
+    distance between the two wall bands' centres (the lever of the wedge angle)."""
+
+    anterior: float
+    middle: float
+    posterior: float
+    depth_mm: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "anterior": self.anterior,
+            "middle": self.middle,
+            "posterior": self.posterior,
+            "depth": self.depth_mm,
+        }
+
+
+def wall_heights(
+    heights: NDArray[np.float64],
+    regions: FootprintThirds,
+    *,
+    step_mm: float,
+    band_mm: float = 3.0,
+    central_radius_mm: float = 3.0,
+) -> WallHeights | None:
+    """The standard morphometric heights: at the anterior wall, at the posterior wall, and at
+    the centre where the body is lowest.
+
+    Six-point morphometry (lateral radiographs, DXA) measures the anterior and posterior heights
+    between the corner points of the endplates and the middle height at the centre of the body.
+    On the height map the corners are where the footprint's core ends: the anterior (posterior)
+    wall height is the median over the columns of the mid-sagittal band (the thirds' central
+    band) within ``band_mm`` of the core's front (back) end, a robust local statistic over a
+    few millimetres of columns, not one voxel line. The middle height is the lowest mean over a
+    disc of ``central_radius_mm`` centred in the middle third: the point a reader picks, where a
+    central (biconcave) depression is deepest, with the same disc as the central loss
+    (:func:`vertgrade.grading.central_loss`).
+
+    Parameters
+    ----------
+    heights : (A, L) float ndarray
+        Per-column heights (mm; NaN where unknown) on the grid of ``regions``.
+    regions : FootprintThirds
+        The footprint's core and thirds.
+    step_mm : float
+        The grid step.
+    band_mm, central_radius_mm : float
+        Depth of the wall bands and radius of the central disc.
+
+    Returns
+    -------
+    WallHeights or None
+        None where a band or the middle third has no measured column.
+
+    Examples
+    --------
+    >>> from vertgrade.geometry.thirds import footprint_thirds
+    >>> fp = np.zeros((34, 44), bool); fp[2:32, 2:42] = True   # 30 mm deep, posterior at row 2
+    >>> th = footprint_thirds(fp, step_mm=1.0)
+    >>> ap = (np.arange(34) + 0.5)[:, None] * np.ones((1, 44))
+    >>> h = np.where(fp, 25.0 - 0.2 * (ap - 2.0), np.nan)      # a wedge: 6 mm lower in front
+    >>> w = wall_heights(h, th, step_mm=1.0)
+    >>> round(w.anterior, 1), round(w.middle, 1), round(w.posterior, 1), round(w.depth_mm, 1)
+    (19.7, 21.1, 24.3, 23.0)
+    """
+    values = np.asarray(heights, dtype=np.float64)
+    inner = (regions.anterior | regions.middle | regions.posterior) & np.isfinite(values)
+    rows = np.flatnonzero(inner.any(axis=1))
+    if rows.size == 0:
+        return None
+    n_band = max(1, round(band_mm / step_mm))
+    front = np.zeros_like(inner)
+    back = np.zeros_like(inner)
+    front[rows[-1] - n_band + 1 : rows[-1] + 1] = True
+    back[rows[0] : rows[0] + n_band] = True
+    front &= inner
+    back &= inner
+    if not front.any() or not back.any():
+        return None
+    ap_centres = (np.arange(values.shape[0]) + 0.5) * step_mm
+    depth = float(ap_centres[np.nonzero(front)[0]].mean() - ap_centres[np.nonzero(back)[0]].mean())
+    valid = np.isfinite(values) & regions.body
+    r = int(np.floor(central_radius_mm / step_mm))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disc = ((yy**2 + xx**2) * step_mm**2 <= central_radius_mm**2).astype(np.float64)
+    total = ndimage.correlate(np.where(valid, values, 0.0), disc, mode="constant", cval=0.0)
+    count = ndimage.correlate(valid.astype(np.float64), disc, mode="constant", cval=0.0)
+    search = regions.middle & valid & (count >= 0.5 * disc.sum())
+    if not search.any():
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total[search] / count[search]
+    return WallHeights(
+        anterior=float(np.median(values[front])),
+        middle=float(mean.min()),
+        posterior=float(np.median(values[back])),
+        depth_mm=depth,
+    )
 
 
 @dataclass(frozen=True)

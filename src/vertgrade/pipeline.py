@@ -32,7 +32,7 @@ from vertgrade.geometry.vertebra import (
     locate_vertebrae,
     spine_frames,
 )
-from vertgrade.grading import CentralLoss, grade_vertebra, rhlv
+from vertgrade.grading import CentralLoss, grade_vertebra, rhlv, shape_evidence
 from vertgrade.levels import anatomical_order, level_name, normative_shape
 from vertgrade.morphometry import (
     BodyMeasurement,
@@ -41,9 +41,11 @@ from vertgrade.morphometry import (
     endplate_axis,
     endplate_planes,
     measure_body,
+    wall_heights,
 )
 from vertgrade.qc import (
     QCFlag,
+    atypical_spine_shape,
     axes_deviating,
     border_contacts,
     has_fragments,
@@ -379,14 +381,21 @@ def _assess(
     depths = {k: meas[k].depth_mm for k in order if k in meas}
     for k in too_deep([k for k in order if k in depths], depths, max_ratio=cfg.max_depth_ratio):
         flags[k].append(QCFlag.BODY_TOO_DEEP.value)
+    blocking = (QCFlag.CUT_BY_FOV, QCFlag.IMPLAUSIBLE_SIZE, QCFlag.BODY_TOO_DEEP)
+    shapes = {
+        k: max(e.wedge, e.biconcave)
+        for k in order
+        if not any(f in flags[k] for f in blocking)
+        and (e := shape_evidence(k, primary[k][0])) is not None
+    }
+    if atypical_spine_shape(shapes, threshold=cfg.atypical_spine_shape):
+        for k in order:
+            flags[k].append(QCFlag.ATYPICAL_SPINE_SHAPE.value)
 
     measured = []
     for k in order:
         h, _ = primary[k]
-        usable = h is not None and not any(
-            f in flags[k]
-            for f in (QCFlag.CUT_BY_FOV, QCFlag.IMPLAUSIBLE_SIZE, QCFlag.BODY_TOO_DEEP)
-        )
+        usable = h is not None and not any(f in flags[k] for f in blocking)
         mk = meas.get(k)
         hmap_mm = None
         if mk is not None:
@@ -582,8 +591,16 @@ def _vertebra_result(
             "anterior_posterior": (h.anterior / h.posterior) if h.anterior else None,
             "middle_posterior": (h.middle / h.posterior) if h.middle else None,
         }
-    planes = thirds = None
+    planes = thirds = walls = None
     central: dict[str, Any] = {}
+    if m is not None and mv.heights_map_mm is not None and mv.regions is not None:
+        walls = wall_heights(
+            mv.heights_map_mm,
+            mv.regions,
+            step_mm=m.height_map.step_mm,
+            band_mm=cfg.wall_band_mm,
+            central_radius_mm=cfg.central_radius_mm,
+        )
     if m is not None and frame is not None:
         src = source if source in ("ct", "mask") else "mask"
         planes = endplate_planes(m, frame, source=src)
@@ -620,6 +637,9 @@ def _vertebra_result(
         thirds=thirds,
         threshold_grade=g.grade,
         reference_parts=dict(ref.parts) if ref is not None else {},
+        walls_mm=walls,
+        shape=g.shape,
+        grade_basis=g.basis,
         **central,
     )
 

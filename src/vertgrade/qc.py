@@ -29,6 +29,7 @@ from numpy.typing import NDArray
 __all__ = [
     "FACE_NAMES",
     "QCFlag",
+    "atypical_spine_shape",
     "axes_deviating",
     "border_contacts",
     "flag_texts",
@@ -133,6 +134,13 @@ class QCFlag(str, Enum):
         "lower every reference",
         0.8,
     )
+    ATYPICAL_SPINE_SHAPE = (
+        "atypical_spine_shape",
+        "this spine's vertebrae all depart alike from their levels' typical shape (anterior or "
+        "middle height short against the posterior): references from neighbours that look "
+        "alike may rest on deformed vertebrae",
+        0.8,
+    )
     MASK_CT_DISAGREE = (
         "mask_ct_disagree",
         "mask-based and CT-refined heights differ by more than 2 mm and 10 %",
@@ -163,6 +171,27 @@ _BY_NAME: dict[str, QCFlag] = {f.value: f for f in QCFlag}
 def flag_texts() -> dict[str, str]:
     """Every flag's name and text, in declaration order (the ``qc_flags`` of ``result.json``)."""
     return {f.value: f.text for f in QCFlag}
+
+
+def atypical_spine_shape(
+    shape_losses: Mapping[int, float], *, threshold: float, min_vertebrae: int = 3
+) -> bool:
+    """True when a spine's vertebrae depart alike from their levels' typical shape.
+
+    ``shape_losses`` maps each measured vertebra to its within-vertebra shape loss (the larger
+    of its wedge and biconcave losses against the level's typical ratios). Fractures are a
+    minority of a spine's vertebrae, so the median stays near zero however deep they are; a
+    median of at least ``threshold`` means most vertebrae look deformed, or the spine's shape
+    is not the level-typical one, and a reference from neighbours cannot tell which.
+
+    >>> atypical_spine_shape({20: 0.3, 21: 0.02, 22: 0.0, 23: -0.01}, threshold=0.1)
+    False
+    >>> atypical_spine_shape({18: 0.12, 19: 0.15, 20: 0.3, 21: 0.11}, threshold=0.1)
+    True
+    """
+    if len(shape_losses) < min_vertebrae:
+        return False
+    return float(np.median(list(shape_losses.values()))) >= threshold
 
 
 def penalised(confidence: float, flags: Iterable[str]) -> float:

@@ -17,9 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from vertgrade.geometry.frames import LocalFrame
-from vertgrade.grading import LossMap
+from vertgrade.grading import LossMap, ShapeEvidence
 from vertgrade.levels import label_id, order_key
-from vertgrade.morphometry import EndplatePlane, RegionHeights
+from vertgrade.morphometry import EndplatePlane, RegionHeights, WallHeights
 from vertgrade.qc import flag_texts
 from vertgrade.study import GridInfo
 
@@ -35,7 +35,7 @@ __all__ = [
     "reference_support",
 ]
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 #: Every QC flag vertgrade can raise, with what it means (from :class:`vertgrade.qc.QCFlag`).
 QC_FLAGS: dict[str, str] = flag_texts()
@@ -102,6 +102,14 @@ class VertebraResult:
     central_height_mm: float | None = None
     central_reference_mm: float | None = None
     central_point_mm: tuple[float, float, float] | None = None
+    #: the standard morphometric heights at the walls and the centre
+    #: (:func:`vertgrade.morphometry.wall_heights`)
+    walls_mm: WallHeights | None = None
+    #: the within-vertebra evidence: ratios of the thirds' heights against the level's typical
+    #: ones (:func:`vertgrade.grading.shape_evidence`)
+    shape: ShapeEvidence | None = None
+    #: what decided the grade (:attr:`vertgrade.grading.VertebraGrade.basis`)
+    grade_basis: str | None = None
 
     @property
     def grade_probability(self) -> float | None:
@@ -152,6 +160,8 @@ class VertebraResult:
             "grade_probabilities": None
             if self.grade_probabilities is None
             else {str(g): _r(p, 4) for g, p in sorted(self.grade_probabilities.items())},
+            "morphometry": self._morphometry(),
+            "grade_basis": self.grade_basis,
             "central": None
             if self.central_rhlv is None
             else {
@@ -163,6 +173,21 @@ class VertebraResult:
                 else [round(float(x), 2) for x in self.central_point_mm],
             },
         }
+
+    def _morphometry(self) -> dict[str, Any] | None:
+        w, e = self.walls_mm, self.shape
+        if w is None and e is None:
+            return None
+        out: dict[str, Any] = {"walls_mm": None, "wall_ratios": None, "shape": None}
+        if w is not None:
+            out["walls_mm"] = {k: _r(v, 3) for k, v in w.as_dict().items()}
+            out["wall_ratios"] = {
+                "anterior_posterior": _r(w.anterior / w.posterior, 4) if w.posterior else None,
+                "middle_posterior": _r(w.middle / w.posterior, 4) if w.posterior else None,
+            }
+        if e is not None:
+            out["shape"] = {k: _r(v, 4) for k, v in e.to_dict().items()}
+        return out
 
     def to_record(self) -> dict[str, Any]:
         """One flat row (see :data:`CSV_COLUMNS`); missing values are ``None``."""
@@ -209,6 +234,12 @@ class VertebraResult:
             "rhlv_central": _r(self.central_rhlv, 4),
             "height_central_mm": _r(self.central_height_mm, 2),
             "ref_height_central_mm": _r(self.central_reference_mm, 2),
+            "wall_height_anterior_mm": _r(self.walls_mm.anterior, 2) if self.walls_mm else None,
+            "wall_height_middle_mm": _r(self.walls_mm.middle, 2) if self.walls_mm else None,
+            "wall_height_posterior_mm": _r(self.walls_mm.posterior, 2) if self.walls_mm else None,
+            "shape_wedge": _r(self.shape.wedge, 4) if self.shape else None,
+            "shape_biconcave": _r(self.shape.biconcave, 4) if self.shape else None,
+            "grade_basis": self.grade_basis,
         }
         return row
 

@@ -125,6 +125,7 @@ QC_FLAG_CODES: dict[str, str] = {
     "one_sided_reference": "QC-ONE-SIDED-REF",
     "single_source_reference": "QC-SINGLE-REF",
     "few_healthy_neighbours": "QC-FEW-HEALTHY",
+    "atypical_spine_shape": "QC-SPINE-SHAPE",
     "mask_ct_disagree": "QC-MASK-CT",
     "ct_edges_sparse": "QC-CT-SPARSE",
     "canal_not_found": "QC-NO-CANAL",

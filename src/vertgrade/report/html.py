@@ -646,11 +646,38 @@ def _panel_html(v: Mapping[str, Any], png: bytes) -> str:
             + ".</p>"
         )
     ratios = v.get("ratios") or {}
+    morph = v.get("morphometry") or {}
+    shape = morph.get("shape") or {}
     if ratios.get("anterior_posterior") is not None:
+        typical = (
+            f" (typical of {escape(str(v['level']))}: "
+            f"{_fmt(shape.get('typical_anterior_posterior'), 2)} and "
+            f"{_fmt(shape.get('typical_middle_posterior'), 2)})"
+            if shape
+            else ""
+        )
         facts.append(
             f"<p>Height ratios A/P {_fmt(ratios.get('anterior_posterior'), 2)}, M/P "
-            f"{_fmt(ratios.get('middle_posterior'), 2)}.</p>"
+            f"{_fmt(ratios.get('middle_posterior'), 2)}{typical}.</p>"
         )
+    walls = morph.get("walls_mm") or {}
+    if walls.get("anterior") is not None:
+        facts.append(
+            f"<p>Morphometric heights: anterior wall {_fmt(walls.get('anterior'), 1)} mm, "
+            f"centre {_fmt(walls.get('middle'), 1)} mm, posterior wall "
+            f"{_fmt(walls.get('posterior'), 1)} mm.</p>"
+        )
+    basis = v.get("grade_basis")
+    if basis and v.get("grade"):
+        said = {
+            "anterior": "the anterior third against the reference",
+            "middle": "the middle third against the reference",
+            "posterior": "the posterior third against the reference",
+            "central": "the centre of the body against the reference (a central depression)",
+            "shape_wedge": "its own shape: the anterior height against the posterior",
+            "shape_biconcave": "its own shape: the middle height against the posterior",
+        }.get(str(basis), str(basis))
+        facts.append(f"<p>Graded from {escape(said)}.</p>")
     if v.get("grade_method") == "svm":
         facts.append(
             f"<p>Grade from the SVM grader (probability {_fmt(v.get('confidence'), 2)}); "
