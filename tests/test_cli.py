@@ -314,7 +314,7 @@ def test_synthesis_commands_end_to_end(tmp_path: Path) -> None:
             "-o",
             str(tmp_path / "o4"),
             "--grader",
-            str(tmp_path / "grader.joblib"),
+            str(tmp_path / "grader.json"),
         ],
     )
     assert bad.exit_code == 2 and "--reference synthesis" in bad.stderr

@@ -162,6 +162,43 @@ def test_gzip_truncation_is_detected_not_crash(tmp_path: Path) -> None:
     _check_error(res, "bad.nii.gz")
 
 
+def test_a_pickle_grader_is_refused_before_any_work(
+    tmp_path: Path, ok_files: tuple[Path, Path]
+) -> None:
+    """``grade --grader`` with a joblib pickle whose loading would write a marker: one line
+    naming the file and why, exit 2, no marker, no output folder."""
+    import joblib
+
+    marker = tmp_path / "marker.txt"
+
+    class Payload:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (Path.write_text, (marker, "code ran"))
+
+    evil = tmp_path / "grader.joblib"
+    joblib.dump({"format": "vertgrade-grader", "model": Payload()}, evil, compress=3)
+    out = tmp_path / "out"
+    res = _run(
+        [
+            "grade",
+            str(ok_files[0]),
+            "--labels",
+            str(ok_files[1]),
+            "-o",
+            str(out),
+            "--reference",
+            "synthesis",
+            "--model",
+            str(tmp_path / "generator.safetensors"),
+            "--grader",
+            str(evil),
+        ]
+    )
+    _check_error(res, "grader.joblib")
+    assert "pickle can run code" in res.stderr
+    assert not marker.exists() and not out.exists()
+
+
 def test_version() -> None:
     res = _run(["--version"])
     assert res.exit_code == 0 and res.stdout.startswith("vertgrade ")

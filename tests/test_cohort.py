@@ -391,7 +391,7 @@ def test_the_grade_options_reach_every_study(
             one_study,
             tmp_path / "bad",
             scheduler="synchronous",
-            options=GradeOptions(grader=tmp_path / "g.joblib"),
+            options=GradeOptions(grader=tmp_path / "g.json"),
         )
     assert not (tmp_path / "bad").exists()
 

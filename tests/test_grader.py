@@ -111,7 +111,7 @@ def test_features_are_rhlv_against_each_pass() -> None:
 
 def test_train_save_load_and_evaluate(cohort, tmp_path: Path) -> None:
     dirs, table = cohort
-    out = tmp_path / "grader.joblib"
+    out = tmp_path / "grader.json"
     grader = train_grader(dirs[:9], table, out)
     s = grader.summary
     assert s["n_subjects"] == 9 and list(s["features"]) == NAMES
@@ -160,9 +160,9 @@ def test_features_of_subjects_the_generator_saw_are_refused(cohort, tmp_path: Pa
     leaky = tmp_path / "leaky"
     _write_study(leaky, "sub-leak", {20: 0, 21: 3}, rng, trained_on=["sub-leak", "sub-x"])
     with pytest.raises(InputError, match="cross-fitting"):
-        train_grader([*dirs, leaky], table | {"sub-leak": {20: 0, 21: 3}}, tmp_path / "g.joblib")
+        train_grader([*dirs, leaky], table | {"sub-leak": {20: 0, 21: 3}}, tmp_path / "g.json")
     with pytest.raises(InputError, match="grade this study with --reference synthesis"):
-        train_grader([tmp_path], table, tmp_path / "g.joblib")
+        train_grader([tmp_path], table, tmp_path / "g.json")
 
 
 def test_too_few_vertebrae_per_grade(tmp_path: Path) -> None:
@@ -173,29 +173,94 @@ def test_too_few_vertebrae_per_grade(tmp_path: Path) -> None:
         fit_grader(x, np.zeros(5, int), ["a"] * 5, NAMES)
 
 
-def test_grader_file_errors(tmp_path: Path) -> None:
-    import joblib
-
-    with pytest.raises(ModelFileError, match="not found"):
-        load_grader(tmp_path / "none.joblib")
-    bad = tmp_path / "bad.joblib"
-    bad.write_bytes(b"garbage")
-    with pytest.raises(ModelFileError, match="not a readable grader file"):
-        load_grader(bad)
-    other = tmp_path / "other.joblib"
-    joblib.dump({"something": 1}, other)
-    with pytest.raises(ModelFileError, match="not a vertgrade grader"):
-        load_grader(other)
+def _small_grader():  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2, 3], 5)
     x = np.array([list(_features(int(g), rng).values()) for g in y])
-    g = fit_grader(x, y, [f"s{i % 5}" for i in range(y.size)], NAMES)
-    path = save_grader(g, tmp_path / "ok.joblib")
-    doc = joblib.load(path)
-    doc["vertgrade"] = "9.9.0"
-    joblib.dump(doc, tmp_path / "old.joblib")
+    return fit_grader(x, y, [f"s{i % 5}" for i in range(y.size)], NAMES), x, y
+
+
+def test_grader_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="not found"):
+        load_grader(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ModelFileError, match="not JSON"):
+        load_grader(bad)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"something": 1}))
+    with pytest.raises(ModelFileError, match="not a vertgrade grader"):
+        load_grader(other)
+    g, _, _ = _small_grader()
+    path = save_grader(g, tmp_path / "ok.json")
+    doc = json.loads(path.read_text())
+    assert doc["format_version"] == 2 and set(doc) >= {"grade_model", "probability_model"}
+    (tmp_path / "old.json").write_text(json.dumps({**doc, "vertgrade": "9.9.0"}))
     with pytest.raises(ModelFileError, match=r"vertgrade 9\.9\.0"):
-        load_grader(tmp_path / "old.joblib")
+        load_grader(tmp_path / "old.json")
+    (tmp_path / "v1.json").write_text(json.dumps({**doc, "format_version": 1}))
+    with pytest.raises(ModelFileError, match="format 1 is not supported"):
+        load_grader(tmp_path / "v1.json")
+    # missing keys, wrong shapes, a model that does not match its features: one clear error
+    broken = {k: v for k, v in doc.items() if k != "probability_model"}
+    (tmp_path / "nokey.json").write_text(json.dumps(broken))
+    with pytest.raises(ModelFileError, match="damaged grader file: probability_model"):
+        load_grader(tmp_path / "nokey.json")
+    shapes = json.loads(json.dumps(doc))
+    shapes["grade_model"]["coef"] = shapes["grade_model"]["coef"][:2]
+    (tmp_path / "shape.json").write_text(json.dumps(shapes))
+    with pytest.raises(ModelFileError, match="damaged grader file: inconsistent shapes"):
+        load_grader(tmp_path / "shape.json")
+    (tmp_path / "feat.json").write_text(json.dumps({**doc, "features": doc["features"][:3]}))
+    with pytest.raises(ModelFileError, match="do not match its model"):
+        load_grader(tmp_path / "feat.json")
+
+
+class _Marker:
+    """Unpickling this writes a file: the proof that loading ran code."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.write_text, (Path(self.path), "code ran"))
+
+
+@pytest.mark.parametrize("compress", [0, 3])
+def test_a_pickle_grader_is_refused_unread(tmp_path: Path, compress: int) -> None:
+    """A joblib / pickle grader whose unpickling would write a marker file: refused with the
+    reason, before anything is loaded, bare or inside a grader-looking dict; no marker."""
+    import joblib
+
+    marker = tmp_path / "marker.txt"
+    g, _, _ = _small_grader()
+    doc = json.loads(save_grader(g, tmp_path / "ok.json").read_text())
+    for name, payload in (
+        ("bare", _Marker(str(marker))),
+        ("hidden", {**doc, "model": _Marker(str(marker))}),
+    ):
+        path = tmp_path / f"{name}-{compress}.joblib"
+        joblib.dump(payload, path, compress=compress)
+        with pytest.raises(ModelFileError, match="refused unread: a pickle can run code"):
+            load_grader(path)
+        assert not marker.exists()
+
+
+def test_grader_arrays_match_scikit_learn() -> None:
+    """The grader's numpy inference (from the stored arrays) gives scikit-learn's grades and
+    probabilities, with 2, 3 and 4 classes."""
+    from vertgrade.synthesis.grader import SVMGrader
+
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 4):
+        y = np.repeat(np.arange(n), 12)
+        x = rng.normal(size=(y.size, 6)) + 0.8 * y[:, None] * rng.normal(size=6)
+        fitted = SVMGrader(0).fit(x, y)
+        arrays = fitted.to_arrays()
+        probe = np.vstack([x, rng.normal(size=(40, 6)) * 2.0])
+        assert np.array_equal(arrays.predict(probe), fitted.predict(probe))
+        assert np.allclose(arrays.predict_proba(probe), fitted.predict_proba(probe), atol=1e-9)
+        assert list(arrays.classes_) == list(range(n))
 
 
 def test_train_grader_command(cohort, tmp_path: Path) -> None:
@@ -210,7 +275,7 @@ def test_train_grader_command(cohort, tmp_path: Path) -> None:
         "subject,label,grade\n"
         + "".join(f"{s},{lab},{g}\n" for s, gs in table.items() for lab, g in gs.items())
     )
-    out = tmp_path / "g.joblib"
+    out = tmp_path / "g.json"
     res = CliRunner().invoke(
         app, ["train-grader", *map(str, dirs), "--grades", str(grades), "-o", str(out)]
     )
@@ -220,4 +285,4 @@ def test_train_grader_command(cohort, tmp_path: Path) -> None:
     again = CliRunner().invoke(
         app, ["train-grader", *map(str, dirs), "--grades", str(grades), "-o", str(out)]
     )
-    assert again.exit_code == 2 and "g.joblib" in again.stderr
+    assert again.exit_code == 2 and "g.json" in again.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -583,3 +584,24 @@ def test_samples_from_a_real_ct(tmp_path, data_dir, expert_grades) -> None:
     )
     orig, mine = core.bodies == 20, back >= 0.5
     assert 2 * (orig & mine).sum() / (orig.sum() + mine.sum()) > 0.85
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    """A checkpoint whose unpickling would write a marker: one clear error, no marker (loaded
+    with weights_only, which refuses anything but tensors and plain containers)."""
+    import pickle as _pickle
+
+    from vertgrade.synthesis.train import _load_checkpoint
+
+    marker = tmp_path / "marker.txt"
+
+    class Payload:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (Path.write_text, (marker, "code ran"))
+
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"generator": Payload()}, path, pickle_module=_pickle)
+    with pytest.raises(InputError, match="objects other than tensors") as info:
+        _load_checkpoint(path)
+    assert len(str(info.value).splitlines()) == 1
+    assert not marker.exists()

@@ -733,8 +733,8 @@ def train_grader_cmd(
         list[Path], typer.Argument(help="Result folders graded with --reference synthesis.")
     ],
     grades: Annotated[Path, typer.Option("--grades", "-g", help="Genant grades CSV.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Grader file.")] = Path(
-        "grader.joblib"
+    output: Annotated[Path, typer.Option("--output", "-o", help="Grader file (JSON).")] = Path(
+        "grader.json"
     ),
     force: Annotated[bool, typer.Option("--force", help="Overwrite the grader file.")] = False,
 ) -> None:

@@ -170,12 +170,14 @@ def load_models(options: GradeOptions) -> LoadedModels:
         The ``synthesis`` extra (PyTorch) is not installed.
     """
     synthesiser = grader = None
+    # the grader first: it is plain data, read and checked in milliseconds, before PyTorch and
+    # the model are loaded
+    if options.grader is not None:
+        grader = load_grader(options.grader)
     if options.reference == "synthesis" and options.model is not None:
         from vertgrade.synthesis.infer import Synthesiser  # needs PyTorch: only when asked
 
         synthesiser = Synthesiser.from_file(options.model, device=options.device)
-    if options.grader is not None:
-        grader = load_grader(options.grader)
     return LoadedModels(synthesiser, grader)
 
 

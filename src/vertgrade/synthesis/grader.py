@@ -21,9 +21,11 @@ The grader's own accuracy is estimated by cross-validation grouped by subject (n
 both the training and the test part), before it is fitted on everything.
 
 Files: ``synthesis.json`` beside a result (:func:`write_synthesis_features`) holds a study's
-features and provenance; a grader file (joblib) holds the fitted pipeline with its feature list,
-classes, training summary and the vertgrade version. Only load grader files you trust: joblib
-files are pickles.
+features and provenance; a grader file (JSON, ``grader.json``) holds the fitted models as plain
+arrays (:mod:`vertgrade.synthesis.svm_arrays`: the scalers, the one-vs-one linear decisions and
+the Platt coefficients) with the feature list, classes, training summary and the vertgrade
+version. It is data only: nothing in it can run code when it is read. Pickle and joblib grader
+files (vertgrade 0.x before grader format 2) are refused with the reason, unread.
 """
 
 from __future__ import annotations
@@ -43,12 +45,13 @@ from vertgrade.config import CRUSH_POSTERIOR_SHARE
 from vertgrade.errors import InputError, ModelFileError, OutputError
 from vertgrade.geometry.thirds import THIRDS
 from vertgrade.grading import rhlv, type_for_grade
-from vertgrade.io.files import atomic_path, write_text_atomic
+from vertgrade.io.files import write_text_atomic
 from vertgrade.io.grades import grades_by_subject, read_grades
 from vertgrade.io.nifti import file_sha256
 from vertgrade.result import SpineResult
 from vertgrade.synthesis.modelfile import minor_version
 from vertgrade.synthesis.reference import SynthesisReference, describe
+from vertgrade.synthesis.svm_arrays import LinearSVM, PlattLinearSVM, SVMArrays
 
 __all__ = [
     "FEATURES_FILE",
@@ -73,7 +76,7 @@ __all__ = [
 FEATURES_FILE = "synthesis.json"
 FEATURES_FORMAT_VERSION = 1
 GRADER_FORMAT = "vertgrade-grader"
-GRADER_FORMAT_VERSION = 1
+GRADER_FORMAT_VERSION = 2
 _FEATURE_REGIONS = THIRDS
 
 
@@ -191,9 +194,9 @@ class GraderSummary:
 
 @dataclass(frozen=True)
 class Grader:
-    """A fitted grader (standard scaler + linear SVC) and what it expects."""
+    """A fitted grader (standard scaler + linear SVC, as arrays) and what it expects."""
 
-    model: Any
+    model: SVMArrays
     features: tuple[str, ...]
     classes: tuple[int, ...]
     summary: dict[str, Any]
@@ -417,6 +420,12 @@ class SVMGrader:
     def predict_proba(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.asarray(self.calibrated_.predict_proba(x), dtype=np.float64)
 
+    def to_arrays(self) -> SVMArrays:
+        """The fitted models as plain arrays (what a grader file stores)."""
+        return SVMArrays(
+            LinearSVM.from_sklearn(self.svm_), PlattLinearSVM.from_sklearn(self.calibrated_)
+        )
+
 
 def _svm_pipeline(seed: int) -> Any:
     """The grade's classifier alone (for cross-validation)."""
@@ -471,7 +480,7 @@ def fit_grader(
         )
         p, r, f1 = float(pr), float(rc), float(f)
         conf = confusion_matrix(y, pred, labels=classes).tolist()
-    model = SVMGrader(seed).fit(x, y)
+    model = SVMGrader(seed).fit(x, y).to_arrays()
     summary = GraderSummary(
         n_vertebrae=int(y.size),
         n_subjects=n_sub,
@@ -510,7 +519,7 @@ def train_grader(
         Expert Genant grades (CSV as :func:`vertgrade.io.grades.read_grades` reads, or
         subject -> {label: grade}).
     out_path : path
-        The grader file (joblib) to write.
+        The grader file (JSON, ``grader.json``) to write.
     cv_folds : int
         Folds of the grouped cross-validation that estimates accuracy.
     force : bool
@@ -597,9 +606,7 @@ def _threshold_grades(
 
 
 def save_grader(grader: Grader, path: str | Path) -> Path:
-    """Write a grader file atomically (joblib, compressed)."""
-    import joblib
-
+    """Write a grader file atomically: JSON, the models as arrays (format 2)."""
     doc = {
         "format": GRADER_FORMAT,
         "format_version": GRADER_FORMAT_VERSION,
@@ -607,28 +614,40 @@ def save_grader(grader: Grader, path: str | Path) -> Path:
         "features": list(grader.features),
         "classes": list(grader.classes),
         "summary": grader.summary,
-        "model": grader.model,
+        **grader.model.to_dict(),
     }
     target = Path(path)
-    with atomic_path(target) as tmp:
-        joblib.dump(doc, tmp, compress=3)
+    write_text_atomic(target, json.dumps(doc, indent=1) + "\n")
     return target
 
 
-def load_grader(path: str | Path) -> Grader:
-    """Read a grader file; :class:`~vertgrade.errors.ModelFileError` when it is missing,
-    unreadable, of another kind or format, or from another vertgrade minor version."""
-    import joblib
+#: First bytes of files that are not JSON but a pickle (protocol 2+), or joblib's zlib-, gzip-,
+#: bz2-, xz- or lz4-compressed pickles.
+_PICKLE_MAGIC = (b"\x80", b"x\x01", b"x^", b"x\x9c", b"x\xda", b"\x1f\x8b", b"BZh", b"\xfd7zXZ")
 
+
+def load_grader(path: str | Path) -> Grader:
+    """Read a grader file; :class:`~vertgrade.errors.ModelFileError` when it is missing, a
+    pickle (refused unread: a pickle can run code when loaded), not valid JSON, of another kind
+    or format, inconsistent, or from another vertgrade minor version."""
     p = Path(path)
     if not p.is_file():
         raise ModelFileError(p, "grader file not found (train one with: vertgrade train-grader)")
     try:
-        doc = joblib.load(p)
-    except Exception as err:  # joblib/pickle raise many kinds on a damaged file
+        raw = p.read_bytes()
+    except OSError as err:
+        raise ModelFileError(p, f"cannot read the grader file ({err.strerror or err})") from err
+    if raw.startswith(_PICKLE_MAGIC):
         raise ModelFileError(
-            p, f"not a readable grader file ({type(err).__name__}: {err})"
-        ) from err
+            p,
+            "a pickle or joblib grader file, refused unread: a pickle can run code when it is "
+            "loaded; grader files are JSON since vertgrade grader format 2 (retrain with: "
+            "vertgrade train-grader ... -o grader.json)",
+        )
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelFileError(p, f"not a vertgrade grader file (not JSON: {err})") from err
     if not isinstance(doc, dict) or doc.get("format") != GRADER_FORMAT:
         raise ModelFileError(p, "not a vertgrade grader file")
     if doc.get("format_version") != GRADER_FORMAT_VERSION:
@@ -638,11 +657,15 @@ def load_grader(path: str | Path) -> Grader:
         raise ModelFileError(
             p, f"made by vertgrade {made_by}, which differs from this {__version__}: retrain it"
         )
-    return Grader(
-        doc["model"],
-        tuple(doc["features"]),
-        tuple(int(c) for c in doc["classes"]),
-        dict(doc["summary"]),
-        made_by,
-        p,
-    )
+    try:
+        model = SVMArrays.from_dict(doc)
+        features = tuple(str(f) for f in doc["features"])
+        classes = tuple(int(c) for c in doc["classes"])
+        summary = dict(doc.get("summary") or {})
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(p, f"damaged grader file: {err}") from err
+    if len(features) != model.grade.n_features or classes != model.grade.classes:
+        raise ModelFileError(
+            p, "damaged grader file: its features or classes do not match its model"
+        )
+    return Grader(model, features, classes, summary, made_by, p)

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -353,12 +354,23 @@ def train_synthesis(
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint, loaded with ``weights_only=True`` (tensors and plain containers
+    only: a checkpoint that holds other objects is refused, never unpickled)."""
     try:
         state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError) as err:
+    except pickle.UnpicklingError as err:
         raise InputError(
-            path, f"checkpoint cannot be read ({err}); use --force to restart"
+            path,
+            "checkpoint holds objects other than tensors, refused (loading them could run "
+            "code); not a vertgrade checkpoint: use --force to restart",
         ) from err
+    except (OSError, RuntimeError, ValueError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(
+            path, f"checkpoint cannot be read ({first}); use --force to restart"
+        ) from err
+    if not isinstance(state, dict):
+        raise InputError(path, "not a vertgrade checkpoint; use --force to restart")
     return state
 
 
