@@ -100,6 +100,7 @@ def test_existing_output_needs_force(tmp_path: Path, ok_files: tuple[Path, Path]
         ("float_labels", "non-integer"),
         ("empty_file", "empty file"),
         ("not_nifti", "not a NIfTI"),
+        ("stray_29", "ambiguous label map"),
     ],
 )
 def test_bad_inputs(tmp_path: Path, case: str, expect: str) -> None:
@@ -138,6 +139,11 @@ def test_bad_inputs(tmp_path: Path, case: str, expect: str) -> None:
         lab = _labels()
         lab[1, 1, 1] = 27
         _save(seg, lab)
+    elif case == "stray_29":
+        # one voxel of label 29 in a valid VerSe map must not make it a TotalSegmentator one
+        lab = _labels()
+        lab[1, 1, 1] = 29
+        _save(seg, lab)
     elif case == "float_labels":
         _save(seg, _labels().astype(np.float32) + 0.5 * (_labels() > 0))
     elif case == "empty_file":
@@ -152,6 +158,30 @@ def test_bad_inputs(tmp_path: Path, case: str, expect: str) -> None:
     _check_error(res, culprit.name)
     assert expect in res.stderr, res.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_label_format_is_decided_from_the_whole_map(tmp_path: Path) -> None:
+    """A stray voxel above 28 is ambiguous under auto (the error names --label-format); given
+    --label-format verse it is named with its voxel count; a TotalSegmentator map (structures
+    with ids above 28) is read as one and the result says so."""
+    from vertgrade.errors import InputError
+    from vertgrade.io.labels import convert_labels
+    from vertgrade.study import Volume
+
+    lab = _labels()
+    lab[1, 1, 1] = 29
+    notes: list[str] = []
+    with pytest.raises(InputError, match="--label-format"):
+        convert_labels(Volume(lab, AFFINE, "labels"), "auto", notes)
+    with pytest.raises(InputError, match=r"29 \(1 voxel\)"):
+        convert_labels(Volume(lab, AFFINE, "labels"), "verse", notes)
+    ts = np.where(_labels() == 21, 30, np.where(_labels() == 20, 31, 0)).astype(np.uint8)
+    ts[0:4, 0:4, 0:4] = 5  # a small organ of the total task
+    out = convert_labels(Volume(ts, AFFINE, "labels"), "auto", notes)
+    assert sorted(np.unique(out.array).tolist()) == [0, 20, 21]
+    assert "TotalSegmentator" in notes[-1] and "30, 31" in notes[-1]
+    verse = convert_labels(Volume(_labels(), AFFINE, "labels"), "auto", notes)
+    assert verse.array is not None and "VerSe" in notes[-1]
 
 
 def test_gzip_truncation_is_detected_not_crash(tmp_path: Path) -> None:

@@ -117,6 +117,26 @@ def test_stray_label_fragments_do_not_bend_the_frames() -> None:
     assert stray["L1"].grade == 2
 
 
+@pytest.mark.slow
+def test_a_label_of_a_few_voxels_loses_only_itself() -> None:
+    """L3's label reduced to 4 voxels (a mislabel): L3 is not gradable with the reason, the
+    others are graded as they are without it, and nothing crashes."""
+    ph = make_phantom("T12-L3", ["L1:wedge:0.32"], spacing=1.0, fov_mm=(130.0, 130.0), seed=5)
+    labels = ph.labels.copy()
+    centre = np.argwhere(labels == 22).mean(axis=0).astype(int)
+    labels[labels == 22] = 0
+    labels[centre[0] : centre[0] + 2, centre[1] : centre[1] + 2, centre[2]] = 22
+    res = grade_study(study_from_arrays(labels, ph.affine, ct=ph.ct))
+    l3 = res["L3"]
+    assert l3.status == "not_gradable" and "label_too_small" in l3.flags
+    assert l3.reason is not None and "too small" in l3.reason
+    assert {v.level: v.grade for v in res.vertebrae if v.level != "L3"} == {
+        "T12": 0,
+        "L1": 2,
+        "L2": 0,
+    }
+
+
 def test_border_contact_of_a_cropped_phantom_body_is_small() -> None:
     ph = make_phantom("L2", [], spacing=2.0, fov_mm=(120.0, 120.0), seed=1)
     labels, _, _ = _crop_to_labels(ph)

@@ -300,6 +300,10 @@ class GradingConfig:
     wall_band_mm : float
         Depth of the column bands at the anterior and posterior walls over which the standard
         morphometric wall heights are read (:func:`vertgrade.morphometry.wall_heights`).
+    min_label_ml : float
+        A label smaller than this (mL) is not gradable (QC flag ``label_too_small``) and stays
+        out of the centreline fit: a vertebra's label is several mL at any level (a cervical
+        one about 5 mL), so a smaller one is a stray piece or a wrong label.
     label_margin_mm : float
         Each label is cropped this far beyond its box; pieces of it within this distance of its
         largest piece are kept (a fracture can split a body), farther ones dropped as strays.
@@ -336,6 +340,7 @@ class GradingConfig:
     shape_evidence: bool = True
     atypical_spine_shape: float = 0.10
     wall_band_mm: float = 3.0
+    min_label_ml: float = 0.5
     centreline_smoothing_mm: float = 1.5
     label_margin_mm: float = LABEL_MARGIN_MM
     fragment_fraction: float = FRAGMENT_FRACTION

@@ -373,6 +373,8 @@ def _not_gradable_reason(
     if label not in GRADABLE_LABELS:
         flags.append(QCFlag.LEVEL_NOT_GRADED.value)
         return f"{level_name(label)} is not graded (vertgrade grades T1-L6)"
+    if QCFlag.LABEL_TOO_SMALL in flags:
+        return "the label is too small for a vertebra (a stray piece or a wrong label)"
     if QCFlag.NO_BODY in flags:
         return "no vertebral body could be isolated from the label"
     if QCFlag.CUT_BY_FOV in flags:

@@ -133,19 +133,31 @@ def grade_study(
 
     # --- geometry: two passes, whole-vertebra centres, then body centres -------------------
     smoothing = cfg.centreline_smoothing_mm
-    frames = spine_frames({k: vox[k].centroid_mm for k in order}, smoothing_mm=smoothing)
+    voxel_ml = float(np.prod(study.labels.spacing)) / 1000.0
+    small = {k for k in order if vox[k].n_voxels * voxel_ml < cfg.min_label_ml}
+    fit = [k for k in order if k not in small]
+    frames = spine_frames(
+        {k: vox[k].centroid_mm for k in order}, fit_labels=fit or None, smoothing_mm=smoothing
+    )
     given = study.bodies.array if study.bodies is not None else None
 
     def given_body(k: int) -> NDArray[np.bool_] | None:
         return None if given is None else given[vox[k].slices].astype(bool)
 
+    def isolate(k: int) -> BodyIsolation:
+        b = isolate_body(vox[k], affine, frames[k], given_body=given_body(k), params=cfg.body)
+        # a label too small for a vertebra is not measured (no body: QC label_too_small)
+        return replace(b, body=np.zeros_like(b.body)) if k in small else b
+
     iso = {}
     for i, k in enumerate(order):
-        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=given_body(k), params=cfg.body)
+        iso[k] = isolate(k)
         tick("geometry", i + 1, 2 * len(order))
-    frames = spine_frames({k: iso[k].centroid_mm for k in order}, smoothing_mm=smoothing)
+    frames = spine_frames(
+        {k: iso[k].centroid_mm for k in order}, fit_labels=fit or None, smoothing_mm=smoothing
+    )
     for i, k in enumerate(order):
-        iso[k] = isolate_body(vox[k], affine, frames[k], given_body=given_body(k), params=cfg.body)
+        iso[k] = isolate(k)
         tick("geometry", len(order) + i + 1, 2 * len(order))
     timings["geometry"] = time.perf_counter() - t0
 
@@ -328,6 +340,8 @@ def _assess(
         ):
             f.append(QCFlag.LABEL_FRAGMENTS.value)
         if k not in meas:
+            if vox[k].n_voxels * float(np.prod(study.labels.spacing)) / 1000.0 < cfg.min_label_ml:
+                f.append(QCFlag.LABEL_TOO_SMALL.value)
             f.append(QCFlag.NO_BODY.value)
             primary[k] = (None, None)
             continue
@@ -378,7 +392,7 @@ def _assess(
         key=order.index,
     ):
         flags[k].append(QCFlag.IMPLAUSIBLE_SIZE.value)
-    depths = {k: meas[k].depth_mm for k in order if k in meas}
+    depths = {k: meas[k].depth_mm for k in order if k in meas and primary[k][0] is not None}
     for k in too_deep([k for k in order if k in depths], depths, max_ratio=cfg.max_depth_ratio):
         flags[k].append(QCFlag.BODY_TOO_DEEP.value)
     blocking = (QCFlag.CUT_BY_FOV, QCFlag.IMPLAUSIBLE_SIZE, QCFlag.BODY_TOO_DEEP)

@@ -156,6 +156,12 @@ class QCFlag(str, Enum):
         "no spinal canal in the label: body cut by shape alone",
         0.85,
     )
+    LABEL_TOO_SMALL = (
+        "label_too_small",
+        "the label is too small for a vertebra (a stray piece or a wrong label): not measured",
+        1.0,
+        True,
+    )
     NO_BODY = ("no_body", "no vertebral body could be isolated", 1.0, True)
     LEVEL_NOT_GRADED = (
         "level_not_graded",

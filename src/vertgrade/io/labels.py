@@ -25,6 +25,7 @@ __all__ = [
     "as_integer_labels",
     "check_ct",
     "convert_labels",
+    "detect_label_format",
     "present_labels",
     "resample_nearest",
     "resample_onto",
@@ -33,13 +34,15 @@ __all__ = [
     "world_box",
 ]
 
-#: How label ids are read: ``"auto"`` takes a map with labels above 28 as TotalSegmentator's
-#: ``total`` task, anything else as VerSe numbering.
+#: How label ids are read: ``"auto"`` decides from the whole map (:func:`detect_label_format`).
 LabelFormat = Literal["auto", "verse", "totalseg-total"]
 
-#: Largest VerSe label id (28, T13); a map with a larger label is read as TotalSegmentator
-#: ``total`` class ids under ``label_format="auto"``.
+#: Largest VerSe label id (28, T13); under ``label_format="auto"`` a map holding a structure of at
+#: least ``_MIN_STRUCTURE_ML`` with a larger id is read as TotalSegmentator ``total`` class ids.
 _MAX_VERSE_LABEL = 28
+#: Under ``label_format="auto"``, a label counts as a structure from this volume (mL) on: the
+#: smallest vertebral body is several mL; a few stray voxels of a segmentation are not one.
+_MIN_STRUCTURE_ML = 0.5
 #: Affines that agree to this (mm, absolute) describe the same grid.
 _SAME_GRID_ATOL_MM = 1e-3
 #: Largest label id any supported convention uses (uint16).
@@ -169,9 +172,9 @@ def convert_labels(vol: Volume, label_format: LabelFormat, notes: list[str]) -> 
     label_format : {"auto", "verse", "totalseg-total"}
         ``"totalseg-total"``: TotalSegmentator ``total`` class ids, mapped to VerSe labels
         (other classes become background); ``"verse"``: VerSe labels, checked;
-        ``"auto"``: ``"totalseg-total"`` where a label above 28 is present, else ``"verse"``.
+        ``"auto"``: decided from the whole map (:func:`detect_label_format`).
     notes : list of str
-        Receives a note where ``"auto"`` chose the TotalSegmentator reading.
+        Receives a note saying what ``"auto"`` decided, and why.
 
     Returns
     -------
@@ -181,12 +184,12 @@ def convert_labels(vol: Volume, label_format: LabelFormat, notes: list[str]) -> 
     Raises
     ------
     InputError
-        An empty map, no vertebra class in a TotalSegmentator map, or labels outside the
-        VerSe convention.
+        An empty map, no vertebra class in a TotalSegmentator map, labels outside the VerSe
+        convention, or (``"auto"``) a map whose format cannot be told.
 
     Examples
     --------
-    >>> v = Volume(np.array([[[0, 31], [26, 5]]], np.uint8), np.eye(4), "labels")
+    >>> v = Volume(np.array([[[0, 31], [26, 5]]], np.uint8), 10 * np.eye(4), "labels")
     >>> notes: list[str] = []
     >>> convert_labels(v, "auto", notes).array.tolist(), len(notes)
     ([[[0, 20], [26, 0]]], 1)
@@ -197,11 +200,8 @@ def convert_labels(vol: Volume, label_format: LabelFormat, notes: list[str]) -> 
         raise InputError(vol.source, "label map is empty (no labelled voxel)")
     fmt = label_format
     if fmt == "auto":
-        fmt = "totalseg-total" if present.max() > _MAX_VERSE_LABEL else "verse"
-        if fmt == "totalseg-total":
-            notes.append(
-                "labels read as TotalSegmentator 'total' class ids (labels above 28 found)"
-            )
+        fmt, why = detect_label_format(vol, present)
+        notes.append(why)
     if fmt == "totalseg-total":
         lut = np.zeros(int(present.max()) + 1, np.uint8)
         kept = []
@@ -218,13 +218,79 @@ def convert_labels(vol: Volume, label_format: LabelFormat, notes: list[str]) -> 
         return Volume(lut[arr], vol.affine, "labels", vol.source)
     bad = [int(c) for c in present if int(c) not in VERSE_LABELS]
     if bad:
+        counts = _label_voxels(arr, bad)
+        said = ", ".join(f"{c} ({counts[c]} voxel{'s' if counts[c] != 1 else ''})" for c in bad)
         raise InputError(
             vol.source,
-            f"labels {bad} are outside the VerSe convention (1-7 C1-C7, 8-19 T1-T12, 20-24 L1-L5, "
-            "25 L6, 26 S1, 28 T13); for TotalSegmentator 'total' output use "
+            f"labels {said} are outside the VerSe convention (1-7 C1-C7, 8-19 T1-T12, "
+            "20-24 L1-L5, 25 L6, 26 S1, 28 T13); for TotalSegmentator 'total' output use "
             "--label-format totalseg-total",
         )
     return vol
+
+
+def _label_voxels(arr: NDArray[np.integer], labels: list[int]) -> dict[int, int]:
+    """Voxel count of each of ``labels`` (one pass over the map)."""
+    counts = np.bincount(np.asarray(arr).ravel().astype(np.int64, copy=False))
+    return {int(c): int(counts[c]) if c < counts.size else 0 for c in labels}
+
+
+def detect_label_format(
+    vol: Volume, present: NDArray[np.int64] | None = None
+) -> tuple[Literal["verse", "totalseg-total"], str]:
+    """Tell VerSe labels from TotalSegmentator ``total`` class ids, from the whole map.
+
+    VerSe ids stop at 28 (T13); TotalSegmentator's vertebrae are 26-50 and its other classes run
+    to 117. A map is read as TotalSegmentator's when it holds a *structure* (at least
+    ``_MIN_STRUCTURE_ML`` = 0.5 mL) with an id above 28, as VerSe when no id above 28 is present.
+    Ids above 28 present only as a few stray voxels beside structures of VerSe ids are
+    ambiguous (a stray voxel must not turn a VerSe map into another numbering): an error that
+    names ``--label-format``.
+
+    Returns
+    -------
+    format, note
+        The reading and a sentence saying why (for the result's ``notes``).
+
+    Raises
+    ------
+    InputError
+        Ambiguous, or no structure at all.
+
+    >>> lab = np.zeros((20, 20, 20), np.uint8); lab[:10] = 20; lab[0, 0, 0] = 29
+    >>> detect_label_format(Volume(lab, np.eye(4), "labels"))
+    Traceback (most recent call last):
+    ...
+    vertgrade.errors.InputError: ambiguous label map: ids 1-28 hold structures (20) but ids ...
+    """
+    arr = cast("NDArray[np.integer]", vol.array)
+    ids = present_labels(arr) if present is None else present
+    if ids.size == 0 or int(ids.max()) <= _MAX_VERSE_LABEL:
+        return "verse", "labels read as VerSe ids (auto: no id above 28)"
+    voxel_ml = abs(float(np.linalg.det(vol.affine[:3, :3]))) / 1000.0
+    counts = _label_voxels(arr, [int(c) for c in ids])
+    structures = {c for c, n in counts.items() if n * voxel_ml >= _MIN_STRUCTURE_ML}
+    high = sorted(c for c in structures if c > _MAX_VERSE_LABEL)
+    if high:
+        return "totalseg-total", (
+            "labels read as TotalSegmentator 'total' class ids (auto: structures with ids "
+            f"above 28: {', '.join(map(str, high[:6]))}{', ...' if len(high) > 6 else ''})"
+        )
+    strays = sorted(c for c in counts if c > _MAX_VERSE_LABEL)
+    n_stray = sum(counts[c] for c in strays)
+    low = sorted(c for c in structures if c <= _MAX_VERSE_LABEL)
+    if not low:
+        raise InputError(
+            vol.source,
+            f"no vertebra in this label map: no label holds {_MIN_STRUCTURE_ML:g} mL or more",
+        )
+    raise InputError(
+        vol.source,
+        f"ambiguous label map: ids 1-28 hold structures ({', '.join(map(str, low))}) but ids "
+        f"above 28 only {n_stray} stray voxel{'s' if n_stray != 1 else ''} "
+        f"({', '.join(map(str, strays))}); give --label-format verse (and remove the strays) "
+        "or --label-format totalseg-total",
+    )
 
 
 def subject_from_name(name: str) -> str:

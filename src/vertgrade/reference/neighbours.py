@@ -215,7 +215,12 @@ def _profile(heights: RegionHeights, u: NDArray[np.float64]) -> NDArray[np.float
 def _reference_map(
     target: MeasuredVertebra, ref: RegionHeights, neighbours: list[MeasuredVertebra]
 ) -> NDArray[np.float64] | None:
-    if target.height_map is None or target.regions is None or target.heights_map_mm is None:
+    if (
+        target.height_map is None
+        or target.regions is None
+        or target.heights_map_mm is None
+        or not target.height_map.footprint.any()
+    ):
         return None
     u, w = _normalised_coords(target)
     base = _profile(ref, u)[:, None] * np.ones((1, w.size))
@@ -226,6 +231,7 @@ def _reference_map(
             or nb.regions is None
             or nb.heights is None
             or nb.heights_map_mm is None
+            or not nb.height_map.footprint.any()
         ):
             continue
         nu, nw = _normalised_coords(nb)

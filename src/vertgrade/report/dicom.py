@@ -129,6 +129,7 @@ QC_FLAG_CODES: dict[str, str] = {
     "mask_ct_disagree": "QC-MASK-CT",
     "ct_edges_sparse": "QC-CT-SPARSE",
     "canal_not_found": "QC-NO-CANAL",
+    "label_too_small": "QC-TINY-LABEL",
     "no_body": "QC-NO-BODY",
     "level_not_graded": "QC-LEVEL",
 }
