@@ -101,6 +101,9 @@ def test_existing_output_needs_force(tmp_path: Path, ok_files: tuple[Path, Path]
         ("empty_file", "empty file"),
         ("not_nifti", "not a NIfTI"),
         ("stray_29", "ambiguous label map"),
+        ("ct_int8", "8 bits"),
+        ("ct_no_rescale", "without its rescale"),
+        ("reversed_levels", "foot to head"),
     ],
 )
 def test_bad_inputs(tmp_path: Path, case: str, expect: str) -> None:
@@ -143,6 +146,20 @@ def test_bad_inputs(tmp_path: Path, case: str, expect: str) -> None:
         # one voxel of label 29 in a valid VerSe map must not make it a TotalSegmentator one
         lab = _labels()
         lab[1, 1, 1] = 29
+        _save(seg, lab)
+    elif case == "ct_int8":
+        _save(ct, np.clip(_ct(), -128, 127).astype(np.int8))
+        culprit = ct
+    elif case == "ct_no_rescale":
+        stored = _ct().astype(np.int32)
+        stored[10:20, 10:20, 8] = 1100  # a cortical endplate
+        _save(ct, (stored + 1024).astype(np.uint16))  # 0..4095 storage, the rescale lost
+        culprit = ct
+    elif case == "reversed_levels":
+        lab = np.zeros((30, 30, 40), np.uint8)
+        lab[10:20, 10:20, 2:12] = 20  # L1 lowest, L3 highest: the numbering runs foot to head
+        lab[10:20, 10:20, 15:25] = 21
+        lab[10:20, 10:20, 28:38] = 22
         _save(seg, lab)
     elif case == "float_labels":
         _save(seg, _labels().astype(np.float32) + 0.5 * (_labels() > 0))

@@ -300,6 +300,19 @@ class GradingConfig:
     wall_band_mm : float
         Depth of the column bands at the anterior and posterior walls over which the standard
         morphometric wall heights are read (:func:`vertgrade.morphometry.wall_heights`).
+    coarse_axis_voxel_mm : float
+        QC flag ``coarse_slices`` where the image's voxel extent along a vertebra's axis
+        exceeds this (heights less precise: a 25 mm body loses 20 % in 5 mm).
+    max_axis_voxel_mm : float
+        Not gradable (QC flag ``too_coarse``) beyond this voxel extent along the axis: with
+        10 mm slices a grade-2 L1 reads as normal and a healthy L2 as grade 2.
+    min_label_contrast_hu : float
+        QC flag ``labels_off_bone`` on every vertebra where the labels' surfaces do not lie on
+        the bone's: the median HU of the voxel layer just inside each label less that of the
+        layer just outside, the median over the study's vertebrae, is below this. On the real
+        cases correct labels give 223-337 HU; the same labels flipped along any axis or shifted
+        by 4-12 mm against the CT 5-117 HU. A flag, not a refusal: the cortex of a severely
+        osteoporotic spine is thinner.
     min_label_ml : float
         A label smaller than this (mL) is not gradable (QC flag ``label_too_small``) and stays
         out of the centreline fit: a vertebra's label is several mL at any level (a cervical
@@ -341,6 +354,9 @@ class GradingConfig:
     atypical_spine_shape: float = 0.10
     wall_band_mm: float = 3.0
     min_label_ml: float = 0.5
+    coarse_axis_voxel_mm: float = 3.0
+    max_axis_voxel_mm: float = 5.0
+    min_label_contrast_hu: float = 120.0
     centreline_smoothing_mm: float = 1.5
     label_margin_mm: float = LABEL_MARGIN_MM
     fragment_fraction: float = FRAGMENT_FRACTION

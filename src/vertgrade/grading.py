@@ -373,6 +373,11 @@ def _not_gradable_reason(
     if label not in GRADABLE_LABELS:
         flags.append(QCFlag.LEVEL_NOT_GRADED.value)
         return f"{level_name(label)} is not graded (vertgrade grades T1-L6)"
+    if QCFlag.LEVEL_ORDER in flags:
+        return (
+            "its label is out of head-to-foot order with a neighbour's: a likely mislabel "
+            "(check the numbering)"
+        )
     if QCFlag.LABEL_TOO_SMALL in flags:
         return "the label is too small for a vertebra (a stray piece or a wrong label)"
     if QCFlag.NO_BODY in flags:
@@ -380,6 +385,11 @@ def _not_gradable_reason(
     if QCFlag.CUT_BY_FOV in flags:
         where = f" (its {' and '.join(cut_faces)} side)" if cut_faces else ""
         return f"the vertebral body is cut by the edge of the field of view{where}"
+    if QCFlag.TOO_COARSE in flags:
+        return (
+            "the image's voxels are over 5 mm along this vertebra's axis: too coarse for its "
+            "heights to carry a Genant grade"
+        )
     if not has_heights:
         return "heights could not be measured"
     if QCFlag.IMPLAUSIBLE_SIZE in flags:

@@ -440,6 +440,8 @@ class BodyMeasurement:
     ct_edges_raw_mm: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
     ct_edge_offset_mm: tuple[float, float] | None = None
     ct_edges_mm: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
+    #: the image's voxel extent along the body's axis (mm): what a height can resolve
+    si_voxel_mm: float = float("nan")
 
     def endplates(self, source: str) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(top, bottom) endplate maps (local ``si`` mm) of ``"mask"`` or ``"ct"``."""
@@ -499,6 +501,10 @@ def measure_body(
     spacing = voxel_sizes(affine)
     ijk = np.argwhere(body).astype(np.float64) + np.array(offset)
     local = voxels_to_local(ijk, affine, frame)
+    # voxel extent along the spine axis: |column j of the affine . si| summed in quadrature
+    along = float(
+        np.sqrt(np.sum((spacing * (np.linalg.inv(affine[:3, :3] / spacing) @ frame.si)) ** 2))
+    )
     pad = np.array([params.ct_search_in_mm + 2.0, 2.0, 2.0]) + spacing.max()
     lo, hi = local.min(axis=0) - pad, local.max(axis=0) + pad
     step = params.step_ap_lr_mm
@@ -521,10 +527,6 @@ def measure_body(
     offsets = (0.0, 0.0)
     if ct is not None:
         ct_vals = sample(ct, affine, grid, offset=ct_offset or offset, order=1, cval=-1000.0)
-        # voxel extent along the spine axis: |column j of the affine . si| summed in quadrature
-        along = float(
-            np.sqrt(np.sum((spacing * (np.linalg.inv(affine[:3, :3] / spacing) @ frame.si)) ** 2))
-        )
         min_grad = params.ct_min_gradient_hu_per_mm / max(1.0, along)
         top_ct, bottom_ct = _refine_edges(ct_vals, grid.si, top, bottom, fp, params, min_grad)
         offsets = (
@@ -540,7 +542,9 @@ def measure_body(
     width = float((cols[-1] - cols[0] + 1) * step) if cols.size else 0.0
     depth = float((rows[-1] - rows[0] + 1) * step) if rows.size else 0.0
     volume = float(body.sum() * np.prod(spacing) / 1000.0)
-    m = BodyMeasurement(hmap, regions, h_mask, None, None, valid, volume, width, depth)
+    m = BodyMeasurement(
+        hmap, regions, h_mask, None, None, valid, volume, width, depth, si_voxel_mm=along
+    )
     if ct is None:
         return m
     m = replace(m, ct_edges_raw_mm=raw_edges, ct_edge_offset_mm=offsets)

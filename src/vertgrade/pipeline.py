@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from vertgrade.alignment import Alignment, AlignmentConfig, alignment_from_endplates
 from vertgrade.config import GradingConfig
+from vertgrade.errors import InputError
 from vertgrade.geometry.frames import LocalFrame, fit_spine_curve
 from vertgrade.geometry.thirds import THIRDS
 from vertgrade.geometry.vertebra import (
@@ -51,6 +52,7 @@ from vertgrade.qc import (
     has_fragments,
     heights_disagree,
     implausible_sizes,
+    level_order,
     too_deep,
 )
 from vertgrade.reference.base import (
@@ -135,7 +137,19 @@ def grade_study(
     smoothing = cfg.centreline_smoothing_mm
     voxel_ml = float(np.prod(study.labels.spacing)) / 1000.0
     small = {k for k in order if vox[k].n_voxels * voxel_ml < cfg.min_label_ml}
-    fit = [k for k in order if k not in small]
+    flipped, pairs = level_order(
+        [k for k in order if k not in small],
+        {k: float(vox[k].centroid_mm[2]) for k in order if k not in small},
+    )
+    if flipped:
+        raise InputError(
+            study.labels.source,
+            "the labels run foot to head (each level's centre lies above the one before it): "
+            "the numbering is reversed or the image's orientation is wrong",
+        )
+    misordered = {k for pair in pairs for k in pair}
+    # neither too small nor out-of-order labels bend the centreline
+    fit = [k for k in order if k not in small and k not in misordered]
     frames = spine_frames(
         {k: vox[k].centroid_mm for k in order}, fit_labels=fit or None, smoothing_mm=smoothing
     )
@@ -167,7 +181,9 @@ def grade_study(
     hu = _hu_all(order, vox, iso, study, cfg)
     timings["measure"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    flags, primary, measured, cut_faces = _assess(order, vox, iso, meas, frames, study, cfg)
+    off_bone = _labels_off_bone(order, vox, study, cfg)
+    extra = {k: _pre_flags(k, small, misordered, off_bone) for k in order}
+    flags, primary, measured, cut_faces = _assess(order, vox, iso, meas, frames, study, cfg, extra)
     # The frames so far follow a curve through body centres. Each sound body's own axis is the
     # bisector of its endplates' normals; a fractured body's endplates are deformed, so its axis
     # is interpolated between the sound bodies above and below (or taken from the curve refitted
@@ -185,7 +201,9 @@ def grade_study(
                 break
             meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
         timings["measure"] += time.perf_counter() - t3
-        flags, primary, measured, cut_faces = _assess(order, vox, iso, meas, frames, study, cfg)
+        flags, primary, measured, cut_faces = _assess(
+            order, vox, iso, meas, frames, study, cfg, extra
+        )
         _flag_axes(order, meas, frames, flags, cfg)
 
     # --- reference and grading -------------------------------------------------------------------
@@ -310,6 +328,44 @@ def _hu_all(
     }
 
 
+def _pre_flags(k: int, small: set[int], misordered: set[int], off_bone: bool) -> list[str]:
+    """Flags decided before measurement: from the labels alone and the labels against the CT."""
+    out = []
+    if k in small:
+        out.append(QCFlag.LABEL_TOO_SMALL.value)
+    if k in misordered:
+        out.append(QCFlag.LEVEL_ORDER.value)
+    if off_bone:
+        out.append(QCFlag.LABELS_OFF_BONE.value)
+    return out
+
+
+def _labels_off_bone(
+    order: list[int], vox: dict[int, VertebraVoxels], study: Study, cfg: GradingConfig
+) -> bool:
+    """True where the labels do not lie on bone in the CT.
+
+    A vertebra's label ends at its cortex: the voxel layer just inside its surface is bright
+    bone, the layer just outside disc, muscle or fat. Each label's contrast is the median HU of
+    its inner surface layer less that of its outer one; the study's is the median over
+    vertebrae, compared with ``cfg.min_label_contrast_hu``."""
+    if study.ct is None:
+        return False
+    ct = study.ct.array
+    contrasts = []
+    for k in order:
+        v = vox[k]
+        if v.n_voxels < 50:
+            continue
+        region = np.asarray(ct[v.slices], dtype=np.float32)
+        inner = v.mask & ~ndimage.binary_erosion(v.mask)
+        outer = ndimage.binary_dilation(v.mask) & ~v.mask
+        if inner.sum() < 20 or outer.sum() < 20:
+            continue
+        contrasts.append(float(np.median(region[inner])) - float(np.median(region[outer])))
+    return bool(contrasts) and float(np.median(contrasts)) < cfg.min_label_contrast_hu
+
+
 def _assess(
     order: list[int],
     vox: dict[int, VertebraVoxels],
@@ -318,6 +374,7 @@ def _assess(
     frames: dict[int, LocalFrame],
     study: Study,
     cfg: GradingConfig,
+    extra: dict[int, list[str]] | None = None,
 ) -> tuple[
     dict[int, list[str]],
     dict[int, tuple[RegionHeights | None, str | None]],
@@ -329,7 +386,7 @@ def _assess(
     item of the returned tuple."""
     shape = study.labels.shape
     given = study.bodies is not None
-    flags: dict[int, list[str]] = {k: [] for k in order}
+    flags: dict[int, list[str]] = {k: list((extra or {}).get(k, ())) for k in order}
     cut_faces: dict[int, tuple[str, ...]] = {}
     primary: dict[int, tuple[RegionHeights | None, str | None]] = {}
     for k in order:
@@ -340,8 +397,6 @@ def _assess(
         ):
             f.append(QCFlag.LABEL_FRAGMENTS.value)
         if k not in meas:
-            if vox[k].n_voxels * float(np.prod(study.labels.spacing)) / 1000.0 < cfg.min_label_ml:
-                f.append(QCFlag.LABEL_TOO_SMALL.value)
             f.append(QCFlag.NO_BODY.value)
             primary[k] = (None, None)
             continue
@@ -364,6 +419,10 @@ def _assess(
             # nothing to cut, is not flagged)
             f.append(QCFlag.CANAL_NOT_FOUND.value)
         m = meas[k]
+        if m.si_voxel_mm > cfg.max_axis_voxel_mm:
+            f.append(QCFlag.TOO_COARSE.value)
+        elif m.si_voxel_mm > cfg.coarse_axis_voxel_mm:
+            f.append(QCFlag.COARSE_SLICES.value)
         chosen, source = m.heights_mask, "mask"
         if m.heights_ct is not None:
             enough = m.ct_valid_fraction >= cfg.min_ct_valid_fraction
@@ -383,7 +442,9 @@ def _assess(
     ratios = {
         k: float(h.posterior) / normative_shape(k).posterior_mm  # type: ignore[arg-type]
         for k in order
-        if (h := primary[k][0]) is not None and QCFlag.CUT_BY_FOV not in flags[k]
+        if (h := primary[k][0]) is not None
+        and QCFlag.CUT_BY_FOV not in flags[k]
+        and QCFlag.LEVEL_ORDER not in flags[k]
     }
     for k in sorted(
         implausible_sizes(
@@ -395,7 +456,13 @@ def _assess(
     depths = {k: meas[k].depth_mm for k in order if k in meas and primary[k][0] is not None}
     for k in too_deep([k for k in order if k in depths], depths, max_ratio=cfg.max_depth_ratio):
         flags[k].append(QCFlag.BODY_TOO_DEEP.value)
-    blocking = (QCFlag.CUT_BY_FOV, QCFlag.IMPLAUSIBLE_SIZE, QCFlag.BODY_TOO_DEEP)
+    blocking = (
+        QCFlag.CUT_BY_FOV,
+        QCFlag.IMPLAUSIBLE_SIZE,
+        QCFlag.BODY_TOO_DEEP,
+        QCFlag.LEVEL_ORDER,
+        QCFlag.TOO_COARSE,
+    )
     shapes = {
         k: max(e.wedge, e.biconcave)
         for k in order

@@ -20,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 
@@ -36,6 +37,7 @@ __all__ = [
     "has_fragments",
     "heights_disagree",
     "implausible_sizes",
+    "level_order",
     "one_sided",
     "penalised",
     "too_deep",
@@ -156,6 +158,31 @@ class QCFlag(str, Enum):
         "no spinal canal in the label: body cut by shape alone",
         0.85,
     )
+    LEVEL_ORDER = (
+        "level_order",
+        "the label is out of head-to-foot order with its neighbour's (a likely mislabel: check "
+        "the numbering)",
+        1.0,
+        True,
+    )
+    COARSE_SLICES = (
+        "coarse_slices",
+        "the image's voxels are coarse along the vertebra's axis (over 3 mm): heights less precise",
+        0.8,
+    )
+    TOO_COARSE = (
+        "too_coarse",
+        "the image's voxels are too coarse along the vertebra's axis (over 5 mm) for its heights "
+        "to carry a Genant grade",
+        1.0,
+        True,
+    )
+    LABELS_OFF_BONE = (
+        "labels_off_bone",
+        "the labels do not lie on bone in the CT (little attenuation contrast with the tissue "
+        "around them): labels and CT may not match (flipped, shifted or another scan)",
+        0.5,
+    )
     LABEL_TOO_SMALL = (
         "label_too_small",
         "the label is too small for a vertebra (a stray piece or a wrong label): not measured",
@@ -177,6 +204,35 @@ _BY_NAME: dict[str, QCFlag] = {f.value: f for f in QCFlag}
 def flag_texts() -> dict[str, str]:
     """Every flag's name and text, in declaration order (the ``qc_flags`` of ``result.json``)."""
     return {f.value: f.text for f in QCFlag}
+
+
+def level_order(
+    order: Sequence[int], superior_mm: Mapping[int, float]
+) -> tuple[bool, list[tuple[int, int]]]:
+    """Check that labels run head to foot: each level's centre above the next one's.
+
+    ``order`` lists the labels in anatomical order (cranial first); ``superior_mm`` gives each
+    centre's world superior coordinate (RAS+ z: patient coordinates, whatever the scan's
+    orientation). Adjacent centres lie 15-40 mm apart along the spine, so even a strongly
+    curved spine keeps them in order; an inversion is a numbering or orientation error.
+
+    Returns
+    -------
+    reversed, pairs
+        ``reversed``: at least three labels, all running foot to head (the numbering or the
+        image's orientation is flipped); ``pairs``: adjacent labels out of order.
+
+    >>> level_order([19, 20, 21, 22], {19: 100.0, 20: 70.0, 21: 45.0, 22: 15.0})
+    (False, [])
+    >>> level_order([19, 20, 21, 22], {19: 100.0, 20: 45.0, 21: 70.0, 22: 15.0})
+    (False, [(20, 21)])
+    >>> level_order([19, 20, 21], {19: 10.0, 20: 40.0, 21: 70.0})[0]
+    True
+    """
+    labs = [k for k in order if k in superior_mm]
+    pairs = [(a, b) for a, b in itertools.pairwise(labs) if superior_mm[b] > superior_mm[a]]
+    reversed_ = len(labs) >= 3 and len(pairs) == len(labs) - 1
+    return reversed_, pairs
 
 
 def atypical_spine_shape(

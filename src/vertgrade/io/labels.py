@@ -72,8 +72,9 @@ def check_ct(path: Path | None, data: NDArray[np.generic]) -> NDArray[np.generic
     Raises
     ------
     InputError
-        Not numbers, NaN or infinite voxels, a constant array, or values without air or bone
-        (a label map given as CT).
+        Not numbers, NaN or infinite voxels, a constant array, values without air or bone
+        (a label map given as CT), an 8-bit array, or stored values that are not HU (no fat
+        or air, soft tissue near +1000: the rescale to HU was lost).
 
     Examples
     --------
@@ -96,6 +97,27 @@ def check_ct(path: Path | None, data: NDArray[np.generic]) -> NDArray[np.generic
         raise InputError(
             path, f"values {lo:g}..{hi:g} do not look like a CT in HU (no air, no bone)"
         )
+    if data.dtype.itemsize == 1:
+        # 8 bits hold -128..127 or 0..255: bone (several hundred HU) cannot be stored
+        raise InputError(
+            path,
+            f"is stored in 8 bits ({data.dtype}, values {lo:g}..{hi:g}): a CT in HU needs at "
+            "least 16 (bone is several hundred HU); export the CT again",
+        )
+    if lo >= -100:
+        # no voxel of fat or air anywhere: stored values without the rescale to HU (e.g.
+        # 0..4095 with air at 0 instead of -1000) put soft tissue near +1000 and cortical bone
+        # above 2000
+        median = float(
+            np.median(np.asarray(data[:: max(1, data.shape[0] // 16)], dtype=np.float32))
+        )
+        if median > 500 or (lo >= 0 and hi >= 2000):
+            raise InputError(
+                path,
+                f"values {lo:g}..{hi:g} (median {median:g}) are not HU: no fat or air below "
+                "-100, and soft tissue or bone 1000 too high; the CT looks stored without its "
+                "rescale (slope and intercept): export it in HU",
+            )
     return data
 
 
