@@ -249,3 +249,22 @@ def test_a_pickle_grader_is_refused_before_any_work(
 def test_version() -> None:
     res = _run(["--version"])
     assert res.exit_code == 0 and res.stdout.startswith("vertgrade ")
+
+
+def test_a_vertebra_outside_a_shorter_ct_is_still_reported(tmp_path: Path) -> None:
+    """A CT that stops below L1 while the labels reach it: L1 is in every output, not gradable
+    with the reason, and L2 is graded."""
+    import json
+
+    ct = _save(tmp_path / "ct.nii.gz", _ct()[:, :, :20])  # z 0..19: L2 (8-17) inside, L1 not
+    seg = _save(tmp_path / "seg.nii.gz", _labels())
+    out = tmp_path / "out"
+    res = _run(["grade", str(ct), "--labels", str(seg), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "result.json").read_text())
+    by_level = {v["level"]: v for v in doc["vertebrae"]}
+    assert set(by_level) == {"L1", "L2"}
+    assert by_level["L1"]["status"] == "not_gradable" and "outside_ct" in by_level["L1"]["flags"]
+    assert "outside the CT" in by_level["L1"]["reason"]
+    assert any("outside the CT" in n for n in doc["notes"])
+    assert "L1" in (out / "vertebrae.csv").read_text()

@@ -313,6 +313,17 @@ class GradingConfig:
         cases correct labels give 223-337 HU; the same labels flipped along any axis or shifted
         by 4-12 mm against the CT 5-117 HU. A flag, not a refusal: the cortex of a severely
         osteoporotic spine is thinner.
+    max_centre_offset_mm : float
+        An interior vertebra whose centre lies farther than this from the centreline through
+        the others is left out of the centreline fit (QC flag ``centre_off_curve``); on the real
+        cases interior centres lie within about 5 mm of it.
+    max_split_fraction : float
+        Not gradable (QC flag ``label_split``) where pieces far from a label's largest piece
+        hold at least this fraction of it: half a body is not a fractured body.
+    max_split_gap_mm : float
+        Not gradable (``label_split``) either where a kept piece of at least a quarter of the
+        largest lies more than this far from it (box to box): the pieces of a fractured body
+        touch or nearly; a label split between two places does not.
     min_label_ml : float
         A label smaller than this (mL) is not gradable (QC flag ``label_too_small``) and stays
         out of the centreline fit: a vertebra's label is several mL at any level (a cervical
@@ -354,6 +365,9 @@ class GradingConfig:
     atypical_spine_shape: float = 0.10
     wall_band_mm: float = 3.0
     min_label_ml: float = 0.5
+    max_centre_offset_mm: float = 15.0
+    max_split_fraction: float = 0.2
+    max_split_gap_mm: float = 5.0
     coarse_axis_voxel_mm: float = 3.0
     max_axis_voxel_mm: float = 5.0
     min_label_contrast_hu: float = 120.0

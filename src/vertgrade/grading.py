@@ -378,6 +378,11 @@ def _not_gradable_reason(
             "its label is out of head-to-foot order with a neighbour's: a likely mislabel "
             "(check the numbering)"
         )
+    if QCFlag.LABEL_SPLIT in flags:
+        return (
+            "the label is split between far-apart places (a large part of it away from its "
+            "largest piece): check the label"
+        )
     if QCFlag.LABEL_TOO_SMALL in flags:
         return "the label is too small for a vertebra (a stray piece or a wrong label)"
     if QCFlag.NO_BODY in flags:

@@ -31,10 +31,11 @@ from vertgrade.geometry.vertebra import (
     VertebraVoxels,
     isolate_body,
     locate_vertebrae,
+    off_curve,
     spine_frames,
 )
 from vertgrade.grading import CentralLoss, grade_vertebra, rhlv, shape_evidence
-from vertgrade.levels import anatomical_order, level_name, normative_shape
+from vertgrade.levels import anatomical_order, level_name, normative_shape, order_key
 from vertgrade.morphometry import (
     BodyMeasurement,
     RegionHeights,
@@ -148,15 +149,43 @@ def grade_study(
             "the numbering is reversed or the image's orientation is wrong",
         )
     misordered = {k for pair in pairs for k in pair}
-    # neither too small nor out-of-order labels bend the centreline
-    fit = [k for k in order if k not in small and k not in misordered]
+    # neither too small nor out-of-order labels, nor centres far off the spine's curve (a label
+    # split between two places, a mislabelled blob), bend the centreline
+    fit = fit0 = [k for k in order if k not in small and k not in misordered]
+    off = set(
+        off_curve(
+            {k: vox[k].centroid_mm for k in fit},
+            max_offset_mm=cfg.max_centre_offset_mm,
+            smoothing_mm=smoothing,
+        )
+    )
+    fit = [k for k in fit if k not in off]
     frames = spine_frames(
         {k: vox[k].centroid_mm for k in order}, fit_labels=fit or None, smoothing_mm=smoothing
     )
     given = study.bodies.array if study.bodies is not None else None
 
     def given_body(k: int) -> NDArray[np.bool_] | None:
-        return None if given is None else given[vox[k].slices].astype(bool)
+        return None if given is None else given[vox[k].slices].astype(bool) & vox[k].mask
+
+    if given is not None and study.bodies is not None:
+        # a body mask has no posterior elements: no spinal canal in its axial projection
+        with_canal = [
+            k
+            for k in order
+            if (gb := given_body(k)) is not None
+            and gb.any()
+            and isolate_body(
+                replace(vox[k], mask=gb), affine, frames[k], params=cfg.body
+            ).footprint.canal_found
+        ]
+        if order and len(with_canal) > len(order) / 2:
+            raise InputError(
+                study.bodies.source,
+                f"the bodies mask holds the spinal canal of {len(with_canal)} of {len(order)} "
+                "vertebrae: a whole-vertebra mask (posterior elements included), not vertebral "
+                "bodies; give a body mask, or leave --bodies out",
+            )
 
     def isolate(k: int) -> BodyIsolation:
         b = isolate_body(vox[k], affine, frames[k], given_body=given_body(k), params=cfg.body)
@@ -167,6 +196,14 @@ def grade_study(
     for i, k in enumerate(order):
         iso[k] = isolate(k)
         tick("geometry", i + 1, 2 * len(order))
+    off |= set(
+        off_curve(
+            {k: iso[k].centroid_mm for k in fit0 if iso[k].body.any()},
+            max_offset_mm=cfg.max_centre_offset_mm,
+            smoothing_mm=smoothing,
+        )
+    )
+    fit = [k for k in fit0 if k not in off]
     frames = spine_frames(
         {k: iso[k].centroid_mm for k in order}, fit_labels=fit or None, smoothing_mm=smoothing
     )
@@ -182,7 +219,7 @@ def grade_study(
     timings["measure"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     off_bone = _labels_off_bone(order, vox, study, cfg)
-    extra = {k: _pre_flags(k, small, misordered, off_bone) for k in order}
+    extra = {k: _pre_flags(k, small, misordered, off_bone, off) for k in order}
     flags, primary, measured, cut_faces = _assess(order, vox, iso, meas, frames, study, cfg, extra)
     # The frames so far follow a curve through body centres. Each sound body's own axis is the
     # bisector of its endplates' normals; a fractured body's endplates are deformed, so its axis
@@ -233,6 +270,11 @@ def grade_study(
         )
         for mv in measured
     ]
+    # every labelled vertebra appears: those wholly outside the CT, as not gradable
+    for k, centre in study.outside_ct.items():
+        if k not in vox:
+            results.append(_outside_result(k, centre, method))
+    results.sort(key=lambda v: order_key(v.label))
     timings["grade"] = time.perf_counter() - t2
 
     provenance = {
@@ -328,9 +370,13 @@ def _hu_all(
     }
 
 
-def _pre_flags(k: int, small: set[int], misordered: set[int], off_bone: bool) -> list[str]:
+def _pre_flags(
+    k: int, small: set[int], misordered: set[int], off_bone: bool, off_curve: set[int]
+) -> list[str]:
     """Flags decided before measurement: from the labels alone and the labels against the CT."""
     out = []
+    if k in off_curve:
+        out.append(QCFlag.CENTRE_OFF_CURVE.value)
     if k in small:
         out.append(QCFlag.LABEL_TOO_SMALL.value)
     if k in misordered:
@@ -396,6 +442,8 @@ def _assess(
             v.n_fragments, v.dropped_fraction, max_dropped_fraction=cfg.max_dropped_fraction
         ):
             f.append(QCFlag.LABEL_FRAGMENTS.value)
+        if v.dropped_fraction >= cfg.max_split_fraction or v.split_gap_mm > cfg.max_split_gap_mm:
+            f.append(QCFlag.LABEL_SPLIT.value)
         if k not in meas:
             f.append(QCFlag.NO_BODY.value)
             primary[k] = (None, None)
@@ -457,6 +505,7 @@ def _assess(
     for k in too_deep([k for k in order if k in depths], depths, max_ratio=cfg.max_depth_ratio):
         flags[k].append(QCFlag.BODY_TOO_DEEP.value)
     blocking = (
+        QCFlag.LABEL_SPLIT,
         QCFlag.CUT_BY_FOV,
         QCFlag.IMPLAUSIBLE_SIZE,
         QCFlag.BODY_TOO_DEEP,
@@ -638,6 +687,36 @@ def _trabecular_hu(
         if core.sum() >= cfg.hu_core_min_voxels:
             return float(np.median(ct[core]))
     return None
+
+
+def _outside_result(label: int, centre: NDArray[np.float64], method: str) -> VertebraResult:
+    """The result of a labelled vertebra that lies wholly outside the CT."""
+    return VertebraResult(
+        label=label,
+        level=level_name(label),
+        status="not_gradable",
+        reason="the vertebra lies outside the CT's field of view (its label does not overlap it)",
+        grade=None,
+        fracture_type=None,
+        confidence=None,
+        rhlv=None,
+        heights_mm=None,
+        heights_source=None,
+        heights_mask_mm=None,
+        heights_ct_mm=None,
+        reference_mm=None,
+        reference_method=method,
+        reference_sources=(),
+        reference_uncertainty=None,
+        ratios={"anterior_posterior": None, "middle_posterior": None},
+        flags=(QCFlag.OUTSIDE_CT.value,),
+        hu_trabecular=None,
+        volume_ml=None,
+        width_mm=None,
+        depth_mm=None,
+        centroid_mm=(float(centre[0]), float(centre[1]), float(centre[2])),
+        frame=None,
+    )
 
 
 def _vertebra_result(

@@ -67,6 +67,12 @@ class QCFlag(str, Enum):
     def __format__(self, spec: str) -> str:
         return format(str(self.value), spec)
 
+    OUTSIDE_CT = (
+        "outside_ct",
+        "the vertebra's label lies wholly outside the CT's field of view: not measured",
+        1.0,
+        True,
+    )
     CUT_BY_FOV = (
         "cut_by_fov",
         "the vertebral body is cut by the edge of the image (a face of it lies on the border): "
@@ -182,6 +188,19 @@ class QCFlag(str, Enum):
         "the labels do not lie on bone in the CT (little attenuation contrast with the tissue "
         "around them): labels and CT may not match (flipped, shifted or another scan)",
         0.5,
+    )
+    CENTRE_OFF_CURVE = (
+        "centre_off_curve",
+        "the label's centre lies far off the centreline through its neighbours' (a broken or "
+        "mislabelled label): left out of the centreline",
+        0.8,
+    )
+    LABEL_SPLIT = (
+        "label_split",
+        "a large part of the label lies far from its largest piece (a label split between two "
+        "places): the body measured would be a part of it",
+        1.0,
+        True,
     )
     LABEL_TOO_SMALL = (
         "label_too_small",

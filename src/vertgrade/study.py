@@ -155,6 +155,10 @@ class Study:
         What loading did that a user should know (resampling, label format detected, ...).
     centroids : dict
         Label -> (3,) world mm, from a VerSe centroid file where one was found.
+    outside_ct : dict
+        Labels wholly outside the CT's field of view (lost when the labels were put on the CT's
+        grid) -> their centre (world mm): graded as not gradable, with the reason, so that every
+        labelled vertebra appears in the results.
     """
 
     labels: Volume
@@ -166,3 +170,4 @@ class Study:
     checksums: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     centroids: dict[int, NDArray[np.float64]] = field(default_factory=dict)
+    outside_ct: dict[int, NDArray[np.float64]] = field(default_factory=dict)

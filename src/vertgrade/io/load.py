@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -38,6 +39,7 @@ from vertgrade.io.labels import (
     as_integer_labels,
     check_ct,
     convert_labels,
+    present_labels,
     resample_onto,
     same_grid,
     subject_from_name,
@@ -209,10 +211,11 @@ def _load_files(
 
     ct_vol: Volume | None = None
     grid = lab_grid
+    outside: dict[int, NDArray[np.float64]] = {}
     if ct_path is not None:
         ct_vol, grid = read_volume(ct_path, kind="ct")
         inputs["ct"] = ct_path
-        lab_vol = _labels_onto_ct(lab_vol, ct_vol, lab_path, notes)
+        lab_vol = _labels_onto_ct(lab_vol, ct_vol, lab_path, notes, outside)
 
     body_vol: Volume | None = None
     if bodies is not None:
@@ -237,17 +240,39 @@ def _load_files(
         checksums={k: input_checksum(p) for k, p in inputs.items()},
         notes=tuple(notes),
         centroids=centroids,
+        outside_ct=outside,
     )
 
 
-def _labels_onto_ct(lab_vol: Volume, ct_vol: Volume, lab_path: Path, notes: list[str]) -> Volume:
-    """The labels on the CT's grid: resampled (nearest neighbour) where their grids differ."""
+def _labels_onto_ct(
+    lab_vol: Volume,
+    ct_vol: Volume,
+    lab_path: Path,
+    notes: list[str],
+    outside: dict[int, NDArray[np.float64]] | None = None,
+) -> Volume:
+    """The labels on the CT's grid: resampled (nearest neighbour) where their grids differ.
+
+    Labels that fall wholly outside the CT go into ``outside`` (label -> centre, world mm)."""
     if same_grid(lab_vol, ct_vol):
         return lab_vol
+    before = lab_vol
     lab_vol = resample_onto(lab_vol, ct_vol, "labels")
     notes.append("labels resampled onto the CT grid (nearest neighbour)")
     if not lab_vol.array.any():
         raise InputError(lab_path, "labels do not overlap the CT: none falls inside it")
+    was = present_labels(cast("NDArray[np.integer]", before.array)).tolist()
+    now = present_labels(cast("NDArray[np.integer]", lab_vol.array)).tolist()
+    lost = sorted(set(was) - set(now))
+    if lost and outside is not None:
+        arr = np.asarray(before.array)
+        for lab in lost:
+            idx = np.argwhere(arr == lab).mean(axis=0)
+            outside[int(lab)] = before.affine[:3, :3] @ idx + before.affine[:3, 3]
+        notes.append(
+            f"labels {', '.join(map(str, lost))} lie wholly outside the CT's field of view: "
+            "reported as not gradable"
+        )
     return lab_vol
 
 
@@ -430,6 +455,7 @@ def load_dicom_study(
     lab_path = Path(labels)
     if not lab_path.exists():
         raise InputError(lab_path, "no such file or folder")
+    outside: dict[int, NDArray[np.float64]] = {}
     if lab_path.is_file() and is_dicom_path(lab_path):
         lab_vol = read_dicom_seg(
             lab_path, ct_vol, frame_of_reference_uid=info.frame_of_reference_uid, notes=notes
@@ -438,7 +464,7 @@ def load_dicom_study(
     else:
         lab_vol, _ = read_volume(lab_path, kind="labels")
         lab_vol = convert_labels(lab_vol, label_format, notes)
-        lab_vol = _labels_onto_ct(lab_vol, ct_vol, lab_path, notes)
+        lab_vol = _labels_onto_ct(lab_vol, ct_vol, lab_path, notes, outside)
     inputs = {"ct": info.folder, "labels": lab_path}
     checksums = {"ct": _series_checksum(info), "labels": file_sha256(lab_path)}
     body_vol: Volume | None = None
@@ -457,6 +483,7 @@ def load_dicom_study(
         inputs=inputs,
         checksums=checksums,
         notes=tuple(notes),
+        outside_ct=outside,
     )
     return study, info
 
