@@ -22,6 +22,7 @@ every worker and records them in its manifest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from vertgrade.config import GradingConfig
 from vertgrade.errors import InputError, OutputError
 from vertgrade.io.dicom import SeriesInfo, is_dicom_path
-from vertgrade.io.files import check_output_dir
+from vertgrade.io.files import check_output_dir, output_transaction, prepare_output_dir
 from vertgrade.io.labels import LabelFormat
 from vertgrade.io.load import load_study_with_series
 from vertgrade.io.nifti import file_sha256
@@ -254,41 +255,68 @@ def grade_to_folder(
     loaded = models if models is not None else load_models(opts)
     if opts.reference == "synthesis" and loaded.synthesiser is None:
         raise ValueError("the synthesis reference needs its model loaded (load_models)")
-
-    study, series = load_study_with_series(
-        inputs.ct,
-        inputs.labels,
-        bodies=inputs.bodies,
-        label_format=opts.label_format,
-        subject=inputs.subject,
-        series_uid=inputs.series_uid,
-    )
-    reference = None
-    if loaded.synthesiser is not None and opts.reference == "synthesis":
-        reference = SynthesisReference(loaded.synthesiser)
-    result = grade_study(study, opts.config, reference=reference, progress=progress)
-    if loaded.grader is not None:
-        result = apply_grader(result, loaded.grader.grade(result), loaded.grader)
-
-    files = write_result(result, out, force=force)
-    if reference is not None:
-        files.append(write_synthesis_features(result, reference, out))
-    if opts.report or opts.pdf:
-        from vertgrade.report.html import render_report, save_report
-
-        files += save_report(render_report(result, study), out, pdf=opts.pdf, force=True)
-    if opts.dicom_out:
-        if series is None:  # pragma: no cover - checked above
-            raise OutputError(out, "DICOM outputs need a DICOM series as input")
-        from vertgrade.report.dicom import write_dicom_outputs
-
-        files += write_dicom_outputs(
-            result,
-            series,
-            out / "dicom",
-            anonymize=opts.anonymize,
-            ct=study.ct,
-            report_pdf=out / "report.pdf" if opts.pdf else None,
-            force=True,
+    created = prepare_output_dir(out, force=force)
+    try:
+        study, series = load_study_with_series(
+            inputs.ct,
+            inputs.labels,
+            bodies=inputs.bodies,
+            label_format=opts.label_format,
+            subject=inputs.subject,
+            series_uid=inputs.series_uid,
         )
+        reference = None
+        if loaded.synthesiser is not None and opts.reference == "synthesis":
+            reference = SynthesisReference(loaded.synthesiser)
+        result = grade_study(study, opts.config, reference=reference, progress=progress)
+        if loaded.grader is not None:
+            result = apply_grader(result, loaded.grader.grade(result), loaded.grader)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+    # every output of the run is written into one staging folder and moved into place at the
+    # end: all of them or none (io.files.output_transaction)
+    with output_transaction(out, force=force, owned=OWNED_OUTPUTS, created=created) as stage:
+        names = [p.name for p in write_result(result, stage)]
+        if reference is not None:
+            names.append(write_synthesis_features(result, reference, stage).name)
+        if opts.report or opts.pdf:
+            from vertgrade.report.html import render_report, save_report
+
+            names += [
+                p.name
+                for p in save_report(render_report(result, study), stage, pdf=opts.pdf, force=True)
+            ]
+        dicom_files: list[Path] = []
+        if opts.dicom_out:
+            if series is None:  # pragma: no cover - checked above
+                raise OutputError(out, "DICOM outputs need a DICOM series as input")
+            from vertgrade.report.dicom import write_dicom_outputs
+
+            dicom_files = write_dicom_outputs(
+                result,
+                series,
+                stage / "dicom",
+                anonymize=opts.anonymize,
+                ct=study.ct,
+                report_pdf=stage / "report.pdf" if opts.pdf else None,
+                force=True,
+            )
+    files = [out / n for n in names] + [out / p.relative_to(stage) for p in dicom_files]
     return GradeOutcome(result, study, series, files)
+
+
+#: Every name vertgrade writes into a result folder: what ``--force`` replaces as a whole.
+OWNED_OUTPUTS = (
+    "result.json",
+    "vertebrae.csv",
+    "alignment.csv",
+    "bodies.nii.gz",
+    "synthesis.json",
+    "report.html",
+    "report.pdf",
+    "dicom",
+)
