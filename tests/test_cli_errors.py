@@ -99,11 +99,14 @@ def test_existing_output_needs_force(tmp_path: Path, ok_files: tuple[Path, Path]
         ("bad_label", "outside the VerSe convention"),
         ("float_labels", "non-integer"),
         ("empty_file", "empty file"),
-        ("not_nifti", "not a NIfTI"),
+        ("not_nifti", "not an image vertgrade reads"),
         ("stray_29", "ambiguous label map"),
         ("ct_int8", "8 bits"),
         ("ct_no_rescale", "without its rescale"),
         ("reversed_levels", "foot to head"),
+        ("mha", "MetaImage"),
+        ("binary_mask", "binary spine mask"),
+        ("tiny_voxels", "voxel sizes"),
     ],
 )
 def test_bad_inputs(tmp_path: Path, case: str, expect: str) -> None:
@@ -161,6 +164,15 @@ def test_bad_inputs(tmp_path: Path, case: str, expect: str) -> None:
         lab[10:20, 10:20, 15:25] = 21
         lab[10:20, 10:20, 28:38] = 22
         _save(seg, lab)
+    elif case == "mha":
+        culprit = tmp_path / "ct.mha"
+        culprit.write_bytes(b"ObjectType = Image\nNDims = 3\n")
+        ct = culprit
+    elif case == "binary_mask":
+        _save(seg, (_labels() > 0).astype(np.uint8))
+    elif case == "tiny_voxels":
+        _save(ct, _ct(), np.diag([1e-4, 1e-4, 1e-4, 1.0]))
+        culprit = ct
     elif case == "float_labels":
         _save(seg, _labels().astype(np.float32) + 0.5 * (_labels() > 0))
     elif case == "empty_file":
@@ -268,3 +280,51 @@ def test_a_vertebra_outside_a_shorter_ct_is_still_reported(tmp_path: Path) -> No
     assert "outside the CT" in by_level["L1"]["reason"]
     assert any("outside the CT" in n for n in doc["notes"])
     assert "L1" in (out / "vertebrae.csv").read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        ('{"0": {"direction": ["P", "I", "R"]}}', "expected a JSON list"),
+        (
+            '[{"direction": ["P", "I"]}, {"label": 20, "X": 1, "Y": 2, "Z": 3}]',
+            "three axis letters",
+        ),
+        ('[{"direction": ["P", "A", "R"]}]', "three axis letters"),
+        ('[{"direction": ["P", "I", "R"]}, {"label": "L1", "X": 1, "Y": 2, "Z": 3}]', "entry 1"),
+        ('[{"direction": ["P", "I", "R"]}, {"label": 20, "X": 1}]', "entry 1"),
+        ("not json", "cannot be read as JSON"),
+    ],
+)
+def test_bad_centroid_files(tmp_path: Path, content: str, expect: str) -> None:
+    """Centroid files that used to crash (a two-letter direction, a dict) or said "(0)": one
+    clear error naming the file."""
+    from vertgrade.errors import InputError
+    from vertgrade.io.load import read_verse_centroids
+    from vertgrade.study import GridInfo
+
+    path = tmp_path / "sub-x_ctd.json"
+    path.write_text(content)
+    grid = GridInfo((30, 30, 40), np.eye(4), np.array([[0, 1], [1, 1], [2, 1]], float))
+    with pytest.raises(InputError, match=expect) as info:
+        read_verse_centroids(path, grid)
+    assert "sub-x_ctd.json" in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def test_qform_and_sform_that_disagree_are_reported(tmp_path: Path) -> None:
+    """A CT whose qform is 20 mm from its sform: graded on the sform (as nibabel reads it),
+    and the result's notes say so."""
+    import json
+
+    img = nib.Nifti1Image(_ct(), AFFINE)
+    shifted = AFFINE.copy()
+    shifted[2, 3] += 20.0
+    img.set_sform(AFFINE, code=1)
+    img.set_qform(shifted, code=1)
+    nib.save(img, tmp_path / "ct.nii.gz")
+    seg = _save(tmp_path / "seg.nii.gz", _labels())
+    out = tmp_path / "out"
+    res = _run(["grade", str(tmp_path / "ct.nii.gz"), "--labels", str(seg), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    notes = json.loads((out / "result.json").read_text())["notes"]
+    assert any("qform and sform disagree by up to 20.0 mm" in n for n in notes), notes

@@ -387,6 +387,21 @@ def test_non_uniform_spacing_is_an_error(tmp_path: Path) -> None:
         read_dicom_series(tmp_path / "d")
 
 
+def test_a_slice_from_another_frame_of_reference_is_an_error(tmp_path: Path) -> None:
+    """One image of the series in another patient space: refused, with the counts."""
+    ph = _phantom("LPS")
+    write_series(ph.ct, ph.affine, tmp_path / "d")
+
+    def other(ds: Dataset) -> None:
+        ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.10.543.999"
+
+    _rewrite(tmp_path / "d", other, slice(0, 1))
+    with pytest.raises(
+        InputError, match=r"mixes frames of reference \(\d+ image\(s\) in .*1 image"
+    ):
+        read_dicom_series(tmp_path / "d")
+
+
 def test_mixed_orientations_are_an_error(tmp_path: Path) -> None:
     ph = _phantom("LPS")
     write_series(ph.ct, ph.affine, tmp_path / "d")

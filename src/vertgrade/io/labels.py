@@ -238,6 +238,13 @@ def convert_labels(vol: Volume, label_format: LabelFormat, notes: list[str]) -> 
                 "no vertebra classes (26-50) in this TotalSegmentator 'total' label map",
             )
         return Volume(lut[arr], vol.affine, "labels", vol.source)
+    if present.tolist() == [1]:
+        raise InputError(
+            vol.source,
+            "holds only the value 1: a binary spine mask, not vertebra instance labels (one id "
+            "per vertebra, VerSe numbering); give the instance labels (e.g. TotalSegmentator's "
+            "vertebrae output)",
+        )
     bad = [int(c) for c in present if int(c) not in VERSE_LABELS]
     if bad:
         counts = _label_voxels(arr, bad)

@@ -205,7 +205,7 @@ def _load_files(
         lab_vol, lab_grid, more = _read_totalseg_folder(lab_path)
         notes.extend(more)
     else:
-        lab_vol, lab_grid = read_volume(lab_path, kind="labels")
+        lab_vol, lab_grid = read_volume(lab_path, kind="labels", notes=notes)
     inputs["labels"] = lab_path
     lab_vol = convert_labels(lab_vol, label_format, notes)
 
@@ -213,7 +213,7 @@ def _load_files(
     grid = lab_grid
     outside: dict[int, NDArray[np.float64]] = {}
     if ct_path is not None:
-        ct_vol, grid = read_volume(ct_path, kind="ct")
+        ct_vol, grid = read_volume(ct_path, kind="ct", notes=notes)
         inputs["ct"] = ct_path
         lab_vol = _labels_onto_ct(lab_vol, ct_vol, lab_path, notes, outside)
 
@@ -313,7 +313,10 @@ def find_verse_files(folder: Path) -> dict[str, Path]:
             found["centroids"].append(p)
     if not found["labels"]:
         raise InputError(
-            folder, "no VerSe vertebra mask (*_seg-vert_msk.nii.gz) found in this folder"
+            folder,
+            "is neither a VerSe subject folder (no *_seg-vert_msk.nii.gz below it) nor a DICOM "
+            "series (no DICOM file in it); give a CT file and --labels, a VerSe folder or a "
+            "DICOM series folder",
         )
     out: dict[str, Path] = {}
     for role, paths in found.items():
@@ -346,14 +349,46 @@ def read_verse_centroids(path: Path, grid: GridInfo) -> dict[int, NDArray[np.flo
     """
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
-        direction = tuple(entries[0]["direction"])
-        points = {int(e["label"]): np.array([e["X"], e["Y"], e["Z"]], float) for e in entries[1:]}
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
-        raise InputError(path, f"is not a VerSe centroid file ({err})") from err
-    try:
-        target = nib.orientations.axcodes2ornt(direction)
-    except Exception as err:
-        raise InputError(path, f"has an invalid direction entry {direction}") from err
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(path, f"cannot be read as JSON ({err})") from err
+    if (
+        not isinstance(entries, list)
+        or not entries
+        or not isinstance(entries[0], dict)
+        or "direction" not in entries[0]
+    ):
+        raise InputError(
+            path,
+            "is not a VerSe centroid file: expected a JSON list whose first entry gives the "
+            "axis directions ({'direction': ['P', 'I', 'R']})",
+        )
+    raw = entries[0]["direction"]
+    axis_of = {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}
+    if (
+        not isinstance(raw, list)
+        or len(raw) != 3
+        or not all(isinstance(c, str) and c in axis_of for c in raw)
+        or len({axis_of[c] for c in raw}) != 3
+    ):
+        raise InputError(
+            path,
+            f"has an invalid direction entry {raw!r}: expected three axis letters, one of "
+            "L/R, A/P and S/I each (e.g. ['P', 'I', 'R'])",
+        )
+    direction = tuple(raw)
+    points: dict[int, NDArray[np.float64]] = {}
+    for i, e in enumerate(entries[1:], start=1):
+        try:
+            lab = e["label"]
+            xyz = np.array([e["X"], e["Y"], e["Z"]], float)
+            if isinstance(lab, bool) or int(lab) != lab or not np.all(np.isfinite(xyz)):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise InputError(
+                path, f"entry {i} is not a centroid (an integer 'label' and numbers 'X', 'Y', 'Z')"
+            ) from None
+        points[int(lab)] = xyz
+    target = nib.orientations.axcodes2ornt(direction)
     # voxel index in the array reoriented to `direction` -> world, via that array's affine
     input_ornt = nib.orientations.io_orientation(grid.affine)
     input_codes = nib.orientations.ornt2axcodes(input_ornt)
@@ -462,7 +497,7 @@ def load_dicom_study(
         )
         notes.append("labels read from a DICOM SEG and resampled onto the CT grid")
     else:
-        lab_vol, _ = read_volume(lab_path, kind="labels")
+        lab_vol, _ = read_volume(lab_path, kind="labels", notes=notes)
         lab_vol = convert_labels(lab_vol, label_format, notes)
         lab_vol = _labels_onto_ct(lab_vol, ct_vol, lab_path, notes, outside)
     inputs = {"ct": info.folder, "labels": lab_path}

@@ -22,8 +22,9 @@ finding                                       outcome
 ============================================  ====================================================
 several CT series, none chosen                :class:`InputError` listing every series
 modality other than CT                        :class:`InputError` naming the modality
-images of different orientation, size or      :class:`InputError` naming the orientations / sizes
-pixel spacing in one series                   found
+images of different orientation, size,        :class:`InputError` naming the orientations / sizes
+pixel spacing or frame of reference in one    / frames found
+series
 two images at the same position               :class:`InputError` (duplicates or several phases)
 slice spacing that varies (not a multiple     :class:`InputError` naming the steps found
 of one step)
@@ -418,6 +419,15 @@ def _stack_geometry(folder: Path, items: list[tuple[Path, Dataset]]) -> _Stack:
         spacings.append(sp)
         sizes.append((int(_require(p, ds, "Rows")), int(_require(p, ds, "Columns"))))
 
+    frames = Counter(str(ds.get("FrameOfReferenceUID", "") or "") for _, ds in items)
+    frames.pop("", None)
+    if len(frames) > 1:
+        listing = ", ".join(f"{n} image(s) in {uid}" for uid, n in frames.most_common())
+        raise InputError(
+            folder,
+            f"series mixes frames of reference ({listing}): its images are not in one patient "
+            "space; remove the stray images",
+        )
     ref = iops[0]
     distinct: list[NDArray[np.float64]] = []
     counts: list[int] = []
