@@ -145,3 +145,23 @@ def test_outputs_have_normal_permissions(tmp_path: Path) -> None:
         assert stat.S_IMODE(out.stat().st_mode) == 0o755
     finally:
         os.umask(old)
+
+
+def test_reruns_give_byte_identical_files(tmp_path: Path) -> None:
+    """The same inputs twice: every file the same bytes, the PDF's dates included (where a
+    browser is installed to print it)."""
+    from vertgrade.report.pdf import find_browser
+
+    inputs = _inputs(tmp_path)
+    pdf = find_browser() is not None
+    a, b = tmp_path / "a", tmp_path / "b"
+    grade_to_folder(inputs, a, GradeOptions(report=True, pdf=pdf))
+    import time
+
+    time.sleep(1.1)  # a PDF printed a second later would carry another date
+    grade_to_folder(inputs, b, GradeOptions(report=True, pdf=pdf))
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    assert ("report.pdf" in names) == pdf
+    for n in names:
+        assert (a / n).read_bytes() == (b / n).read_bytes(), n

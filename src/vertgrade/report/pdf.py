@@ -12,7 +12,9 @@ True
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -91,6 +93,31 @@ def _no_browser(target: Path) -> OutputError:
     )
 
 
+_PDF_DATE = re.compile(rb"/(CreationDate|ModDate) \(D:(\d{14})")
+
+
+def _fixed_date() -> bytes:
+    """The 14 digits written as the PDF's dates: ``SOURCE_DATE_EPOCH`` where set (the
+    reproducible-builds convention), else 2000-01-01 00:00:00 UTC."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    when = (
+        datetime.datetime.fromtimestamp(int(epoch), tz=datetime.timezone.utc)
+        if epoch.isdigit()
+        else datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+    )
+    return when.strftime("%Y%m%d%H%M%S").encode("ascii")
+
+
+def _fix_dates(path: Path) -> None:
+    """Give the printed PDF fixed creation and modification dates, so that printing the same
+    report twice gives the same bytes (the digits keep their length: offsets stay valid)."""
+    data = path.read_bytes()
+    digits = _fixed_date()
+    fixed = _PDF_DATE.sub(lambda m: b"/" + m.group(1) + b" (D:" + digits, data)
+    if fixed != data:
+        path.write_bytes(fixed)
+
+
 def html_to_pdf(
     html_path: str | Path,
     pdf_path: str | Path,
@@ -161,6 +188,8 @@ def html_to_pdf(
     if ok:
         with open(target, "rb") as fh:
             ok = fh.read(5) == b"%PDF-"
+    if ok:
+        _fix_dates(target)
     if not ok:
         lines = [
             ln

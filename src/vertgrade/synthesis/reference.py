@@ -221,7 +221,9 @@ def _nanmean(maps: list[NDArray[np.float64]]) -> NDArray[np.float64]:
 
 def describe(reference: SynthesisReference) -> dict[str, Any]:
     """Provenance of a synthesis reference: model name, checksum, configuration, the subjects
-    it was trained on, and the synthesis time."""
+    it was trained on and the device. No timings: they differ run to run, and the files that
+    carry this provenance are byte-identical when rerun (timings are in
+    ``Synthesiser.timings_s``)."""
     mf = reference.synthesiser.model
     return {
         "model": mf.name,
@@ -231,5 +233,4 @@ def describe(reference: SynthesisReference) -> dict[str, Any]:
         "vertgrade_version": mf.vertgrade_version,
         "trained_subjects": list(mf.trained_subjects),
         "device": str(reference.synthesiser.device),
-        "timings_s": {k: round(v, 3) for k, v in reference.synthesiser.timings_s.items()},
     }
