@@ -310,6 +310,18 @@ def test_changed_inputs_or_parameters_regrade_exactly_the_affected_studies(
     assert truth["p1"] != _truth_grades(changed)
     assert len(table) == 4 * len(GOOD)
 
+    # an input rewritten with other bytes but its size and mtime kept (cp -p, touch -r): its
+    # status-change time moved, so it is read, found changed and graded again
+    ct = root / "p2" / "ct.nii.gz"
+    st = ct.stat()
+    data = bytearray(ct.read_bytes())
+    data[4] ^= 0x01  # the gzip header's timestamp: other bytes, the same image, the same size
+    ct.write_bytes(bytes(data))
+    os.utime(ct, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert ct.stat().st_size == st.st_size and ct.stat().st_mtime_ns == st.st_mtime_ns
+    summary = run_cohort(specs, out, scheduler="synchronous")
+    assert summary.graded == ("p2",)
+
     # a parameter changes: every study is graded again
     summary = run_cohort(specs, out, scheduler="synchronous", options=CHANGED)
     assert summary.graded == GOOD and summary.skipped == ()

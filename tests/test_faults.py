@@ -165,3 +165,20 @@ def test_reruns_give_byte_identical_files(tmp_path: Path) -> None:
     assert ("report.pdf" in names) == pdf
     for n in names:
         assert (a / n).read_bytes() == (b / n).read_bytes(), n
+
+
+def test_out_of_memory_says_how_big_and_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vertgrade.workflow as wf
+    from vertgrade.errors import InputError
+
+    def oom(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(wf, "grade_study", oom)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match=r"ran out of memory .*30 x 30 x 40.*crop the CT") as info:
+        grade_to_folder(_inputs(tmp_path), out)
+    assert "ct.nii.gz" in str(info.value)
+    assert not out.exists()

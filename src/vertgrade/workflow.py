@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from vertgrade.config import GradingConfig
 from vertgrade.errors import InputError, OutputError
 from vertgrade.io.dicom import SeriesInfo, is_dicom_path
@@ -256,6 +258,7 @@ def grade_to_folder(
     if opts.reference == "synthesis" and loaded.synthesiser is None:
         raise ValueError("the synthesis reference needs its model loaded (load_models)")
     created = prepare_output_dir(out, force=force)
+    study: Study | None = None
     try:
         study, series = load_study_with_series(
             inputs.ct,
@@ -271,10 +274,12 @@ def grade_to_folder(
         result = grade_study(study, opts.config, reference=reference, progress=progress)
         if loaded.grader is not None:
             result = apply_grader(result, loaded.grader.grade(result), loaded.grader)
-    except BaseException:
+    except BaseException as err:
         if created:
             with contextlib.suppress(OSError):
                 out.rmdir()
+        if isinstance(err, MemoryError):
+            raise _out_of_memory(inputs, study) from None
         raise
 
     # every output of the run is written into one staging folder and moved into place at the
@@ -307,6 +312,21 @@ def grade_to_folder(
             )
     files = [out / n for n in names] + [out / p.relative_to(stage) for p in dicom_files]
     return GradeOutcome(result, study, series, files)
+
+
+def _out_of_memory(inputs: StudyInputs, study: Study | None) -> InputError:
+    """Out of memory, said with the image's size and what to do."""
+    path = inputs.ct if inputs.ct is not None else inputs.labels
+    size = ""
+    if study is not None:
+        vol = study.ct if study.ct is not None else study.labels
+        n = int(np.prod(vol.shape))
+        size = f" ({' x '.join(map(str, vol.shape))} = {n / 1e6:.0f} M voxels)"
+    return InputError(
+        path,
+        f"ran out of memory grading this image{size}: crop the CT to the labelled spine (a "
+        "T1-L5 spine at 1 mm needs about 1 GB), or use a machine with more memory",
+    )
 
 
 #: Every name vertgrade writes into a result folder: what ``--force`` replaces as a whole.

@@ -30,9 +30,11 @@ Resuming
 --------
 A study whose folder holds a manifest with the same input checksums and the same parameters is
 skipped; any change of an input file's bytes or of a parameter grades it again (inputs moved to
-another path with the same bytes are not graded again). As rsync and make do, an input whose
-path, size and modification time are those in the manifest is taken as unchanged without being
-read; any other is read and its checksum compared (on the workers, in parallel). A run in which
+another path with the same bytes are not graded again). As git's index does, an input whose
+path, size, modification and status-change times and inode are those in the manifest (its
+``stat`` entry) is taken as unchanged without being read; any other is read and its checksum
+compared (on the workers, in parallel). A file rewritten with its size and modification time
+kept (``cp -p``, ``touch -r``) still has a new status-change time, so it is read again. A run in which
 every study is done starts no cluster. A run that is killed loses only the studies that were
 being graded; the next run cleans their temporary folders and grades them. Failed studies are
 tried again by every run; a study that fails keeps the folder of an earlier run, if it has one,
@@ -246,17 +248,27 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def _stat_line(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+
+
 def _stat(path: Path) -> str:
-    """Size and modification time (ns) of an input; of each per-structure file of a folder."""
+    """Size, modification and status-change times (ns) and inode of an input (of each
+    per-structure file of a folder).
+
+    The status-change time (ctime) moves on every write and cannot be set back by a user or a
+    tool (``touch``, ``cp -p`` and ``rsync -t`` restore the mtime only), so a file rewritten
+    with its size and mtime kept is still seen as changed, as git's index sees it.
+    """
     if path.is_dir():
         lines = [
-            f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+            f"{p.name}:{_stat_line(p)}"
             for p in sorted(path.iterdir())
             if TOTALSEG_STRUCTURE_FILE.match(p.name)
         ]
         return "folder:" + hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    return _stat_line(path)
 
 
 def _manifest(
@@ -276,11 +288,11 @@ def _manifest(
 
 
 def _unchanged_by_stat(spec: StudySpec, studies_dir: Path, parameters: str) -> bool:
-    """Whether the study's folder was graded from the same paths, of the same size and mtime.
+    """Whether the study's folder was graded from the same paths, with the same file status.
 
-    The quick check (rsync's, make's): a file whose path, size and modification time (ns) are
-    those recorded is taken as unchanged without reading it. Anything else goes to
-    :func:`_process_study`, which compares checksums.
+    The quick check (git's index): a file whose path, size, modification and status-change
+    times (ns) and inode are those recorded (:func:`_stat`) is taken as unchanged without
+    reading it. Anything else goes to :func:`_process_study`, which compares checksums.
     """
     manifest = _read_manifest(studies_dir / spec.subject)
     if manifest is None or manifest.get("parameters_sha256") != parameters:
