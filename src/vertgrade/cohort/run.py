@@ -34,11 +34,11 @@ another path with the same bytes are not graded again). As git's index does, an 
 path, size, modification and status-change times and inode are those in the manifest (its
 ``stat`` entry) is taken as unchanged without being read; any other is read and its checksum
 compared (on the workers, in parallel). A file rewritten with its size and modification time
-kept (``cp -p``, ``touch -r``) still has a new status-change time, so it is read again. A run
-in which every study is done starts no cluster. A run that is killed loses only the studies
-that were being graded; the next run cleans their temporary folders and grades them. Failed studies are
-tried again by every run; a study that fails keeps the folder of an earlier run, if it has one,
-but is left out of the table. One run at a time may write an output folder
+kept (``cp -p``, ``touch -r``) still has a new status-change time, so it is read again. A run in
+which every study is done starts no cluster. A run that is killed loses only the studies that
+were being graded; the next run cleans their temporary folders and grades them. Failed studies
+are tried again by every run; a study that fails keeps the folder of an earlier run, if it has
+one, but is left out of the table. One run at a time may write an output folder
 (``OUT/.vertgrade-cohort.lock``; a lock left by a killed run on this machine is taken over).
 
 Dask, pandas and pyarrow are the ``cohort`` extra (``pip install 'vertgrade[cohort]'``); they
