@@ -627,3 +627,43 @@ def test_discovery_of_the_shared_real_cases(data_dir: Path) -> None:
     assert graded <= set(specs), f"graded subjects not discovered: {sorted(graded - set(specs))}"
     for subject in graded:
         assert specs[subject].labels.name == f"{subject}_seg-vert_msk.nii.gz"
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_cohort_at_once_with_one_line_and_the_rerun_resumes(
+    cohort_extra: None, phantom_cohort: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """SIGINT to the whole process group (what Ctrl-C in a terminal sends) once a study is
+    done: exit 130 within seconds, one line on stderr (no worker's traceback), no process left,
+    and the next run finishes the cohort."""
+    root, _ = phantom_cohort
+    out = tmp_path / "out"
+    exe = [sys.executable, "-m", "vertgrade", "cohort", str(root), "-o", str(out), "--workers", "2"]
+    proc = subprocess.Popen(
+        exe, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 90
+    while not ((out / "studies").is_dir() and _studies_state(out)):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the cohort did not end within 30 s of Ctrl-C")
+    assert time.monotonic() - t0 < 10
+    assert proc.returncode == 130
+    assert err.decode().strip().splitlines() == ["error: interrupted"]
+    gone = time.monotonic() + 5
+    while True:  # the group empties: no worker left behind
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < gone, "worker processes outlived the cohort by 5 s"
+        time.sleep(0.1)
+    summary = run_cohort(discover_studies(root), out, workers=2)
+    assert set(summary.graded) | set(summary.skipped) == set(GOOD)

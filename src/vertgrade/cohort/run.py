@@ -58,8 +58,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -526,12 +528,29 @@ def _dask_client(scheduler: str | None, workers: int | None, n_tasks: int) -> It
             yield client
         return
     n = min(workers if workers is not None else _default_workers(), n_tasks)
-    with (
-        _local_cluster_config(),
-        LocalCluster(**_local_cluster_options(n)) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+    with _local_cluster_config():
+        # Ctrl-C in a terminal signals the whole process group; the worker processes ignore it
+        # (an ignored signal stays ignored in the processes started meanwhile), so that only
+        # this process sees it, cancels the work and closes the cluster: no traceback of each
+        # worker, and no worker left behind
+        previous = _ignore_sigint()
+        try:
+            cluster = LocalCluster(**_local_cluster_options(n))
+        finally:
+            _restore_sigint(previous)
+        with cluster, Client(cluster) as client:
+            yield client
+
+
+def _ignore_sigint() -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _restore_sigint(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
