@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
 import zlib
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +59,8 @@ def _check_file(path: Path) -> None:
         raise InputError(path, "no such file or folder")
     if path.is_dir():
         raise InputError(path, "is a folder, expected a NIfTI file")
+    if not os.access(path, os.R_OK):
+        raise InputError(path, "cannot be read (permission denied)")
     if path.stat().st_size == 0:
         raise InputError(path, "is an empty file")
     name = path.name.lower()
