@@ -192,8 +192,9 @@ def grade(
         Path | None,
         typer.Option(
             "--grader",
-            help="SVM grader file (train-grader): grade from it (grade_method svm, its "
-            "probabilities in result.json), the threshold grade kept beside it.",
+            help="SVM grader file (grader.json from train-grader; pickles are refused): grade "
+            "from it (grade_method svm, its probabilities in result.json), the threshold grade "
+            "kept beside it.",
         ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda (synthesis).")] = "cpu",
