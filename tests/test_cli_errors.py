@@ -328,3 +328,14 @@ def test_qform_and_sform_that_disagree_are_reported(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     notes = json.loads((out / "result.json").read_text())["notes"]
     assert any("qform and sform disagree by up to 20.0 mm" in n for n in notes), notes
+
+
+def test_a_folder_that_is_neither_verse_nor_dicom(tmp_path: Path) -> None:
+    folder = tmp_path / "stuff"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hello")
+    out = tmp_path / "out"
+    res = _run(["grade", str(folder), "-o", str(out)])
+    _check_error(res, "stuff")
+    assert "neither a VerSe subject folder" in res.stderr and "nor a DICOM series" in res.stderr
+    assert not out.exists()

@@ -349,7 +349,11 @@ def test_feature_file_and_grader_on_a_graded_study(tmp_path, synthesiser, graded
     subj, ref, res = graded[1]
     path = write_synthesis_features(res, ref, tmp_path)
     assert path == tmp_path / FEATURES_FILE
+    # no timings: written again, the file is byte-identical
+    again = write_synthesis_features(res, ref, tmp_path / "again")
+    assert again.read_bytes() == path.read_bytes()
     doc = json.loads(path.read_text())
+    assert "timings_s" not in doc["model"]
     assert doc["subject"] == subj.study.subject
     assert doc["model"]["trained_subjects"] == list(synthesiser.model.trained_subjects)
     names = feature_names(synthesiser.config.passes)
