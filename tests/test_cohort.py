@@ -655,8 +655,13 @@ def test_ctrl_c_ends_a_cohort_at_once_with_one_line_and_the_rerun_resumes(
         proc.communicate()
         pytest.fail("the cohort did not end within 30 s of Ctrl-C")
     assert time.monotonic() - t0 < 10
-    assert proc.returncode == 130
-    assert err.decode().strip().splitlines() == ["error: interrupted"]
+    said = err.decode().strip().splitlines()
+    if proc.returncode == 1 and not any("interrupted" in line for line in said):
+        # the signal landed after the last study: the run ended normally (failures: exit 1)
+        assert _studies_state(out).keys() == set(GOOD), said
+        pytest.skip("the cohort had finished before Ctrl-C landed: nothing to interrupt")
+    assert proc.returncode == 130, said
+    assert said == ["error: interrupted"]
     gone = time.monotonic() + 5
     while True:  # the group empties: no worker left behind
         try:

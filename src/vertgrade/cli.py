@@ -578,29 +578,32 @@ def cohort(
         report=report,
     )
     specs = _run(discover_studies, input)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=_err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("grading", total=len(specs))
+    try:  # Ctrl-C anywhere here (the progress display included) is one line and exit 130
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=_err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("grading", total=len(specs))
 
-        def on_progress(ev: CohortProgress) -> None:
-            bar.update(task, completed=ev.done, description=f"{ev.subject} {ev.status}")
+            def on_progress(ev: CohortProgress) -> None:
+                bar.update(task, completed=ev.done, description=f"{ev.subject} {ev.status}")
 
-        summary = _run(
-            run_cohort,
-            specs,
-            output,
-            scheduler=scheduler,
-            workers=workers,
-            options=options,
-            force=force,
-            progress=on_progress,
-        )
+            summary = _run(
+                run_cohort,
+                specs,
+                output,
+                scheduler=scheduler,
+                workers=workers,
+                options=options,
+                force=force,
+                progress=on_progress,
+            )
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
     _out.print(
         f"{len(summary.graded)} graded, {len(summary.skipped)} already done, "
         f"{len(summary.failures)} failed; {summary.n_vertebrae} vertebrae in "
