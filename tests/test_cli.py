@@ -332,3 +332,46 @@ def test_synthesis_commands_end_to_end(tmp_path: Path) -> None:
         ],
     )
     assert bad.exit_code == 2 and "missing.safetensors" in bad.stderr
+
+
+def _spine_result():  # type: ignore[no-untyped-def]
+    from vertgrade import grade_study
+    from vertgrade.io.load import study_from_arrays
+    from vertgrade.phantom import make_phantom
+
+    ph = make_phantom("T12-L3", ["L1:wedge:0.32"], spacing=1.5, fov_mm=(120.0, 120.0), seed=4)
+    return grade_study(study_from_arrays(ph.labels, ph.affine, ct=ph.ct))
+
+
+def test_the_table_never_cuts_a_number() -> None:
+    """Piped (not a terminal): the whole table, every value in full, however wide; on a narrow
+    terminal: columns dropped with a note naming them, the numbers left whole."""
+    import io
+
+    from rich.console import Console
+
+    from vertgrade.cli import _print_table
+
+    result = _spine_result()
+    heights = [
+        "/".join(f"{v.heights_mm.get(k):.1f}" for k in ("anterior", "middle", "posterior"))
+        for v in result.vertebrae
+        if v.heights_mm is not None
+    ]
+    piped = io.StringIO()
+    _print_table(Console(file=piped, width=80), result)
+    text = piped.getvalue()
+    assert "…" not in text
+    assert all(h in text for h in heights)
+    for v in result.vertebrae:  # the flags (or the reason) in full, on the vertebra's line
+        said = v.reason or ", ".join(v.flags)
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"│ {v.level} "))
+        assert said in line, (said, line)
+    narrow = io.StringIO()
+    _print_table(Console(file=narrow, width=60, force_terminal=True, color_system=None), result)
+    text = narrow.getvalue()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 60
+    assert "columns left out to fit 60 columns: HU" in text.replace("\n", " ")
+    l1 = next(v for v in result.vertebrae if v.level == "L1")
+    assert "/".join(f"{100 * l1.rhlv[k]:.0f}" for k in ("anterior", "middle", "posterior")) in text

@@ -79,22 +79,24 @@ def main(
     _DEBUG["on"] = debug
 
 
-def _table(result: SpineResult, truth: dict[int, dict[str, int]] | None = None) -> Table:
-    t = Table(title=f"vertgrade - {result.subject}", header_style="bold")
-    for col in (
-        "level",
-        "grade",
-        "type",
-        "RHLV a/m/p %",
-        "height a/m/p mm",
-        "conf",
-        "HU",
-        "flags / reason",
-    ):
-        t.add_column(col, justify="left" if col in ("level", "type", "flags / reason") else "right")
-    if truth is not None:
-        t.add_column("true grade", justify="right")
+#: The order in which columns are dropped to fit a narrow terminal (first dropped first): a
+#: level and its grade always stay.
+_DROP_ORDER = ("HU", "height a/m/p mm", "conf", "type", "flags / reason", "RHLV a/m/p %")
+_SHOWN_ORDER = (
+    "level",
+    "grade",
+    "type",
+    "RHLV a/m/p %",
+    "height a/m/p mm",
+    "conf",
+    "HU",
+    "flags / reason",
+)
 
+
+def _table_rows(
+    result: SpineResult, truth: dict[int, dict[str, int]] | None
+) -> list[dict[str, str]]:
     def trio(d: Any, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
         if d is None:
             return "-"
@@ -102,24 +104,89 @@ def _table(result: SpineResult, truth: dict[int, dict[str, int]] | None = None) 
         return "/".join("-" if v is None else fmt.format(v * scale) for v in vals)
 
     colours = {0: "green", 1: "yellow", 2: "dark_orange", 3: "red"}
+    rows = []
     for v in result.vertebrae:
-        grade = "n/a" if v.grade is None else f"[{colours[v.grade]}]{v.grade}[/]"
-        notes = v.reason or ", ".join(v.flags)
-        row = [
-            v.level,
-            grade,
-            v.fracture_type or "",
-            trio(v.rhlv, 100, "{:.0f}"),
-            trio(v.heights_mm),
-            "-" if v.confidence is None else f"{v.confidence:.2f}",
-            "-" if v.hu_trabecular is None else f"{v.hu_trabecular:.0f}",
-            notes,
-        ]
+        row = {
+            "level": v.level,
+            "grade": "n/a" if v.grade is None else f"[{colours[v.grade]}]{v.grade}[/]",
+            "type": v.fracture_type or "",
+            "RHLV a/m/p %": trio(v.rhlv, 100, "{:.0f}"),
+            "height a/m/p mm": trio(v.heights_mm),
+            "conf": "-" if v.confidence is None else f"{v.confidence:.2f}",
+            "HU": "-" if v.hu_trabecular is None else f"{v.hu_trabecular:.0f}",
+            "flags / reason": v.reason or ", ".join(v.flags),
+        }
         if truth is not None:
             tr = truth.get(v.label)
-            row.append("-" if tr is None else str(tr["grade"]))
-        t.add_row(*row)
+            row["true grade"] = "-" if tr is None else str(tr["grade"])
+        rows.append(row)
+    return rows
+
+
+def _table(
+    result: SpineResult,
+    truth: dict[int, dict[str, int]] | None = None,
+    *,
+    drop: tuple[str, ...] = (),
+) -> Table:
+    """The per-vertebra table. Numbers are never cut: their columns do not wrap and are as wide
+    as their widest value; the flags column wraps instead."""
+    t = Table(title=f"vertgrade - {result.subject}", header_style="bold")
+    rows = _table_rows(result, truth)
+    cols = [c for c in _SHOWN_ORDER if c not in drop] + (["true grade"] if truth else [])
+    for col in cols:
+        if col == "flags / reason":
+            t.add_column(col, justify="left", overflow="fold", min_width=12)
+        else:
+            width = max([len(col)] + [len(_plain(r[col])) for r in rows])
+            t.add_column(
+                col,
+                justify="left" if col in ("level", "type") else "right",
+                no_wrap=True,
+                min_width=width,
+            )
+    for r in rows:
+        t.add_row(*(r[c] for c in cols))
     return t
+
+
+def _min_width(table: Table) -> int:
+    """The narrowest the table can be without cutting a number: its columns' minimum widths,
+    their padding (one space each side) and the borders between them."""
+    return sum((c.min_width or 1) + 2 for c in table.columns) + len(table.columns) + 1
+
+
+def _plain(text: str) -> str:
+    """``text`` without Rich markup (the grade's colour tags), for its width."""
+    from rich.text import Text
+
+    return Text.from_markup(text).plain
+
+
+def _print_table(
+    console: Console, result: SpineResult, truth: dict[int, dict[str, int]] | None = None
+) -> None:
+    """Print the table whole. Not on a terminal (piped, redirected), it is printed as wide as it
+    needs; on a terminal too narrow for it, columns are dropped in a fixed order (HU first) until
+    it fits, with a note naming them, never a number cut short."""
+    if not console.is_terminal:
+        wide = _table(result, truth)
+        width = max(Console(width=100_000).measure(wide).maximum, 80)
+        Console(file=console.file, width=width, no_color=True, highlight=False).print(wide)
+        return
+    dropped: tuple[str, ...] = ()
+    table = _table(result, truth)
+    for col in _DROP_ORDER:
+        if _min_width(table) <= console.width:
+            break
+        dropped += (col,)
+        table = _table(result, truth, drop=dropped)
+    console.print(table)
+    if dropped:
+        console.print(
+            f"[dim]columns left out to fit {console.width} columns: {', '.join(dropped)} "
+            "(all of them are in vertebrae.csv)[/]"
+        )
 
 
 @app.command()
@@ -247,7 +314,7 @@ def grade(
         _err.print(f"warning: {w.message}", markup=False, highlight=False, soft_wrap=True)
     result = outcome.result
     if not quiet:
-        _out.print(_table(result))
+        _print_table(_out, result)
         if result.alignment is not None:
             for line in result.alignment.describe():
                 _out.print(f"alignment: {line}", markup=False, highlight=False)
@@ -428,7 +495,7 @@ def demo(
     res_dir = output / "result"
     _run(write_result, result, res_dir, force=True)
     truth = {t.label: {"grade": t.grade} for t in ph.truth}
-    _out.print(_table(result, truth))
+    _print_table(_out, result, truth)
     agree = sum(1 for v in result.vertebrae if v.grade == truth[v.label]["grade"])
     _out.print(f"grades agree with the truth for {agree} of {len(result.vertebrae)} vertebrae")
     _out.print(
