@@ -375,3 +375,19 @@ def test_the_table_never_cuts_a_number() -> None:
     assert "columns left out to fit 60 columns: HU" in text.replace("\n", " ")
     l1 = next(v for v in result.vertebrae if v.level == "L1")
     assert "/".join(f"{100 * l1.rhlv[k]:.0f}" for k in ("anterior", "middle", "posterior")) in text
+
+
+def test_help_shows_flags_as_flags() -> None:
+    """``--force`` takes no value: ``--help`` shows no type beside it; a list argument reads
+    as repeated values."""
+    from typer.testing import CliRunner
+
+    from vertgrade.cli import app
+
+    res = CliRunner().invoke(app, ["grade", "--help"], env={"COLUMNS": "120"})
+    assert res.exit_code == 0
+    force = next(line for line in res.output.splitlines() if "--force" in line)
+    assert "<bool>" not in force and "Overwrite" in force
+    assert "<bool>" not in res.output
+    res = CliRunner().invoke(app, ["train-grader", "--help"], env={"COLUMNS": "120"})
+    assert "<path>..." in res.output and "list[" not in res.output

@@ -24,6 +24,37 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+
+def _help_types() -> None:
+    """Make ``--help`` show flags as flags and lists as repeated values.
+
+    Typer 0.29 prints every option's Python type beside it in ``--help``: a flag reads
+    ``--force <bool>``, as if it took a value, and a list argument ``<list[Path]>``. A flag takes
+    no value, so no type is shown for it, and a list reads ``<path>...``.
+    """
+    import re
+
+    from typer.core import TyperArgument, TyperOption
+
+    for cls in (TyperOption, TyperArgument):
+        original = cls.display_type_rich
+        if getattr(original, "_vertgrade", False):
+            continue
+
+        def display_type_rich(self: Any, ctx: Any, _original: Any = original) -> str | None:
+            if getattr(self, "is_flag", False) and not getattr(self, "metavar", None):
+                return None
+            shown = _original(self, ctx)
+            if isinstance(shown, str):
+                shown = re.sub(r"<list\[(\w+)\]>", lambda m: f"<{m.group(1).lower()}>...", shown)
+            return shown if isinstance(shown, str) or shown is None else str(shown)
+
+        display_type_rich._vertgrade = True  # type: ignore[attr-defined]
+        cls.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_help_types()
+
 app = typer.Typer(
     name="vertgrade",
     help="Grade osteoporotic vertebral compression fractures on spine CT, interpretably: "
