@@ -496,9 +496,12 @@ def _write_phantom_checked(
 
 @app.command()
 def demo(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Demo folder.")] = Path(
-        "vertgrade-demo"
-    ),
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Demo folder (default: vertgrade-demo/ in the current folder)."
+        ),
+    ] = Path("vertgrade-demo"),
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite an existing demo folder.")
     ] = False,
@@ -513,6 +516,7 @@ def demo(
     specs = [
         FractureSpec.parse(s) for s in ("T12:wedge:0.32", "L1:crush:0.45", "L3:biconcave:0.23")
     ]
+    _out.print(f"demo folder: {output.absolute()} (choose another with -o)", highlight=False)
     _out.print(
         "[bold]1.[/] synthetic spine T9-L4, 1 mm, LPS; fractures T12 wedge 32 %, "
         "L1 crush 45 %, L3 biconcave 23 %"
