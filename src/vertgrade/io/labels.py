@@ -1,5 +1,6 @@
 """The helpers every reader shares: value checks of CT and label arrays, label-format conversion
-to VerSe numbering, and nearest-neighbour resampling of labels onto the CT's grid.
+to VerSe numbering, the reading of body masks (TotalSegmentator's or a SPINEPS / TPTBox
+subregion mask), and nearest-neighbour resampling of labels onto the CT's grid.
 
 The readers (:mod:`vertgrade.io.nifti`, :mod:`vertgrade.io.dicom`, :mod:`vertgrade.io.load`)
 call these, so that a NIfTI file, a DICOM series and an in-memory array are checked and
@@ -21,8 +22,11 @@ from vertgrade.levels import VERSE_LABELS, totalseg_total_to_verse
 from vertgrade.study import Volume, find_objects
 
 __all__ = [
+    "SUBREGION_BODY_LABELS",
+    "TOTALSEG_BODY_LABEL",
     "LabelFormat",
     "as_integer_labels",
+    "body_voxels",
     "check_ct",
     "convert_labels",
     "detect_label_format",
@@ -47,6 +51,15 @@ _MIN_STRUCTURE_ML = 0.5
 _SAME_GRID_ATOL_MM = 1e-3
 #: Largest label id any supported convention uses (uint16).
 _MAX_LABEL = 65535
+#: Image file suffixes taken off a file name for a subject id (longest first).
+_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".mha", ".mhd", ".nrrd", ".nhdr", ".gz")
+#: TotalSegmentator's ``vertebrae_body`` task: 1 = vertebral body (2 = intervertebral discs).
+TOTALSEG_BODY_LABEL = 1
+#: A SPINEPS / TPTBox subregion mask (``*_seg-subreg_msk.nii.gz``): 49 = corpus border and
+#: 50 = corpus, together the vertebral body. Its other ids are not body (41-48 the arch and its
+#: processes, 60-62 spinal cord, canal and endplate, 100 discs). Source: the TPTBox sample CT
+#: (``tptbox-l3`` in the test data), whose README names 49 + 50 the vertebral body.
+SUBREGION_BODY_LABELS = (49, 50)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,19 +337,90 @@ def detect_label_format(
 
 def subject_from_name(name: str) -> str:
     """Subject id from a file or folder name: its BIDS ``sub-*`` entity, else the name without
-    its NIfTI suffix.
+    its image suffix.
 
     >>> subject_from_name("sub-verse004_seg-vert_msk.nii.gz"), subject_from_name("ct.nii.gz")
     ('sub-verse004', 'ct')
+    >>> subject_from_name("case7.nrrd"), subject_from_name("brain.MGZ")
+    ('case7', 'brain')
     """
     m = re.match(r"^(sub-[^_]+)", name)
     if m:
         return m.group(1)
-    stem = name
-    for suffix in (".nii.gz", ".nii", ".gz"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    return stem
+    lower = name.lower()
+    for suffix in _IMAGE_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
+# Body masks
+# ---------------------------------------------------------------------------------------------
+
+
+def body_voxels(vol: Volume, notes: list[str]) -> Volume:
+    """The vertebral-body voxels of a body mask, told apart by its labels.
+
+    Two kinds are read: a mask whose value 1 is the body (TotalSegmentator's ``vertebrae_body``,
+    where 2 = discs, ignored), and a SPINEPS / TPTBox subregion mask, recognised by its labels
+    49 (corpus border) or 50 (corpus), whose body is 49 + 50 (its other labels ignored). A
+    subregion mask has no instance ids: each body voxel belongs to the vertebra whose instance
+    label it lies in, as every body mask's does.
+
+    Parameters
+    ----------
+    vol : Volume
+        The mask as read (integer values).
+    notes : list of str
+        Receives a note for a subregion mask, naming the labels ignored.
+
+    Returns
+    -------
+    Volume
+        ``uint8`` 0/1 body mask, kind ``"mask"``, on ``vol``'s grid.
+
+    Raises
+    ------
+    InputError
+        Neither kind (no voxel of 1, 49 or 50), or both (1 beside 49 / 50: ambiguous).
+
+    Examples
+    --------
+    >>> sub = Volume(np.array([[[0, 41, 49], [50, 61, 0]]], np.uint8), np.eye(4), "mask")
+    >>> notes: list[str] = []
+    >>> body_voxels(sub, notes).array.tolist(), notes[0][:38]
+    ([[[0, 0, 1], [1, 0, 0]]], 'bodies taken from a SPINEPS / TPTBox s')
+    """
+    arr = cast("NDArray[np.integer]", vol.array)
+    present = set(present_labels(arr).tolist())
+    subregion = sorted(present & set(SUBREGION_BODY_LABELS))
+    if subregion and TOTALSEG_BODY_LABEL in present:
+        raise InputError(
+            vol.source,
+            f"body mask holds both {TOTALSEG_BODY_LABEL} (a body mask's body, as in "
+            "TotalSegmentator's vertebrae_body) and "
+            f"{' and '.join(map(str, subregion))} (a SPINEPS / TPTBox subregion mask's corpus): "
+            "give one kind of body mask",
+        )
+    if subregion:
+        others = sorted(present - set(SUBREGION_BODY_LABELS))
+        notes.append(
+            "bodies taken from a SPINEPS / TPTBox subregion mask: labels 49 + 50 (corpus border "
+            "and corpus)"
+            + (f"; its other labels ({', '.join(map(str, others))}) ignored" if others else "")
+        )
+        return Volume(
+            np.isin(arr, SUBREGION_BODY_LABELS).astype(np.uint8), vol.affine, "mask", vol.source
+        )
+    if TOTALSEG_BODY_LABEL not in present:
+        raise InputError(
+            vol.source,
+            "body mask has no voxel of value 1 (the body in a body mask such as "
+            "TotalSegmentator's vertebrae_body) nor of 49 or 50 (corpus border and corpus in a "
+            "SPINEPS / TPTBox subregion mask)",
+        )
+    return Volume((arr == TOTALSEG_BODY_LABEL).astype(np.uint8), vol.affine, "mask", vol.source)
 
 
 # ---------------------------------------------------------------------------------------------

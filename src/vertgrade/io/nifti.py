@@ -1,18 +1,22 @@
-"""Reading and writing NIfTI volumes, with the checks that turn bad files into clear errors.
+"""Reading image files, with the checks that turn bad files into clear errors, and writing
+NIfTI.
 
 All reading goes through :func:`read_volume`, which validates the file and reorients it to the
 closest canonical (RAS+) voxel order; :class:`vertgrade.study.GridInfo` remembers the input grid.
+NIfTI (``.nii``, ``.nii.gz``, Analyze ``.img`` / ``.hdr``) and MGH (``.mgz``, ``.mgh``) files are
+read by nibabel; MetaImage (``.mha``, ``.mhd``) and NRRD (``.nrrd``, ``.nhdr``) files by SimpleITK,
+an optional dependency (:mod:`vertgrade.io._sitk`), whose LPS+ geometry becomes the same RAS+
+affine. Whatever the format, the same checks follow (:mod:`vertgrade.io._volume`).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import logging
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
@@ -20,29 +24,23 @@ from numpy.typing import NDArray
 
 from vertgrade.errors import InputError
 from vertgrade.io._messages import short_reason
+from vertgrade.io._sitk import read_sitk_header, read_sitk_voxels, sitk_format
+from vertgrade.io._volume import canonical_volume, check_qform_sform, checked_geometry
 from vertgrade.io.files import atomic_path
-from vertgrade.io.labels import as_integer_labels, check_ct
 from vertgrade.study import GridInfo, Volume
 
-logger = logging.getLogger(__name__)
+__all__ = ["READ_SUFFIXES", "file_sha256", "read_volume", "save_nifti"]
 
-__all__ = ["file_sha256", "read_volume", "save_nifti"]
-
-_NIFTI_SUFFIXES = (".nii", ".nii.gz", ".img", ".hdr", ".mgz", ".mgh")
+#: File suffixes nibabel reads here (NIfTI, Analyze, MGH).
+_NIBABEL_SUFFIXES = (".nii", ".nii.gz", ".img", ".hdr", ".mgz", ".mgh")
+#: Every file suffix :func:`read_volume` reads (MetaImage and NRRD need SimpleITK).
+READ_SUFFIXES = (*_NIBABEL_SUFFIXES, ".mha", ".mhd", ".nrrd", ".nhdr")
 #: Image formats vertgrade recognises but does not read (said so, by name, in the error).
 _OTHER_FORMATS = {
-    ".mha": "MetaImage",
-    ".mhd": "MetaImage",
-    ".nrrd": "NRRD",
-    ".nhdr": "NRRD",
     ".nii.bz2": "compressed NIfTI (bz2)",
     ".npy": "NumPy array (no affine)",
     ".dcm": "single DICOM",
 }
-#: Voxel sizes outside this range (mm) are not a CT in millimetres (a unit error).
-_VOXEL_MM_RANGE = (0.05, 50.0)
-#: qform and sform further apart than this (mm, at the image's corners) are reported.
-_QFORM_SFORM_TOL_MM = 1.0
 
 
 def file_sha256(path: str | Path) -> str:
@@ -58,13 +56,13 @@ def _check_file(path: Path) -> None:
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if path.is_dir():
-        raise InputError(path, "is a folder, expected a NIfTI file")
+        raise InputError(path, "is a folder, expected an image file (NIfTI, MGH, MHA or NRRD)")
     if not os.access(path, os.R_OK):
         raise InputError(path, "cannot be read (permission denied)")
     if path.stat().st_size == 0:
         raise InputError(path, "is an empty file")
     name = path.name.lower()
-    if not name.endswith(_NIFTI_SUFFIXES):
+    if not name.endswith(READ_SUFFIXES):
         other = next(
             (kind for suffix, kind in _OTHER_FORMATS.items() if name.endswith(suffix)), None
         )
@@ -76,39 +74,9 @@ def _check_file(path: Path) -> None:
             )
         raise InputError(
             path,
-            "is not an image vertgrade reads (NIfTI .nii/.nii.gz, MGH .mgz, or a folder of "
-            "DICOM files)",
+            "is not an image vertgrade reads (NIfTI .nii/.nii.gz, MGH .mgz/.mgh, MetaImage "
+            ".mha/.mhd, NRRD .nrrd/.nhdr, or a folder of DICOM files)",
         )
-
-
-def _check_qform_sform(
-    path: Path, img: Any, shape: tuple[int, ...], notes: list[str] | None
-) -> None:
-    """Say when a NIfTI header's qform and sform disagree (nibabel uses the sform)."""
-    header = getattr(img, "header", None)
-    if header is None or not hasattr(header, "get_qform"):
-        return
-    q, qcode = header.get_qform(coded=True)
-    s_, scode = header.get_sform(coded=True)
-    if q is None or s_ is None or not qcode or not scode:
-        return
-    corners = np.array(
-        [
-            [i, j, k, 1.0]
-            for i in (0, shape[0] - 1)
-            for j in (0, shape[1] - 1)
-            for k in (0, shape[2] - 1)
-        ]
-    )
-    gap = float(np.max(np.linalg.norm((corners @ (q - s_).T)[:, :3], axis=1)))
-    if gap > _QFORM_SFORM_TOL_MM:
-        message = (
-            f"{path.name}: its qform and sform disagree by up to {gap:.1f} mm; the sform was "
-            "used (as nibabel does): check that every input was written in the same space"
-        )
-        logger.warning(message)
-        if notes is not None:
-            notes.append(message)
 
 
 def read_volume(
@@ -117,17 +85,19 @@ def read_volume(
     kind: Literal["ct", "labels", "mask"],
     notes: list[str] | None = None,
 ) -> tuple[Volume, GridInfo]:
-    """Read a 3D NIfTI file, validate it and reorient it to canonical (RAS+) voxel order.
+    """Read a 3D image file, validate it and reorient it to canonical (RAS+) voxel order.
 
     Parameters
     ----------
     path : path
-        A ``.nii`` or ``.nii.gz`` file.
+        A NIfTI (``.nii``, ``.nii.gz``), MGH (``.mgz``, ``.mgh``), MetaImage (``.mha``,
+        ``.mhd``) or NRRD (``.nrrd``, ``.nhdr``) file; the last two are read through
+        SimpleITK.
     kind : {"ct", "labels", "mask"}
         ``"ct"``: values in HU, must be finite; ``"labels"`` / ``"mask"``: integer values
         (float storage is accepted when every value is a whole number).
     notes : list of str, optional
-        Receives what a user should know about the file (a qform that disagrees with the
+        Receives what a user should know about the file (a NIfTI qform that disagrees with the
         sform).
 
     Returns
@@ -141,54 +111,33 @@ def read_volume(
     ------
     InputError
         Missing, empty, truncated or unreadable file; not 3D; non-finite CT values; non-integer
-        labels.
+        labels; a MetaImage or NRRD file where SimpleITK is not installed (naming the command
+        that installs it).
     """
     path = Path(path)
     _check_file(path)
+    fmt = sitk_format(path)
+    if fmt is not None:
+        reader, raw_shape, sitk_affine = read_sitk_header(path, fmt)
+        # a shape that is not 3D fails first: its affine (None) is never looked at
+        shape, affine = checked_geometry(path, raw_shape, sitk_affine)
+        data = read_sitk_voxels(reader, path, fmt)
+        return canonical_volume(path, data, affine, shape, kind=kind)
     try:
         img = nib.load(path)
     except Exception as err:  # nibabel raises many types for unreadable headers
-        raise InputError(path, f"cannot be read as NIfTI ({short_reason(err)})") from err
+        what = "MGH" if path.name.lower().endswith((".mgz", ".mgh")) else "NIfTI"
+        raise InputError(path, f"cannot be read as {what} ({short_reason(err)})") from err
     if not isinstance(img, nib.spatialimages.SpatialImage):
         raise InputError(path, f"is a {type(img).__name__}, not an image with an affine")
-    shape = tuple(int(n) for n in img.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise InputError(
-            path, f"is {len(shape)}D with shape {tuple(img.shape)}; a 3D volume is needed"
-        )
-    if min(shape) < 2:
-        raise InputError(path, f"has shape {shape}: a single slice is not a 3D volume")
-    affine = np.asarray(img.affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)):
-        raise InputError(path, "has an invalid (non-finite) affine")
-    sizes = nib.affines.voxel_sizes(affine)
-    if sizes.min() < _VOXEL_MM_RANGE[0] or sizes.max() > _VOXEL_MM_RANGE[1]:
-        raise InputError(
-            path,
-            f"has voxel sizes {', '.join(f'{v:g}' for v in sizes)} mm, outside "
-            f"{_VOXEL_MM_RANGE[0]:g}-{_VOXEL_MM_RANGE[1]:g} mm: not a CT in millimetres (check "
-            "the header's units and affine)",
-        )
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-9 * float(np.prod(sizes)):
-        raise InputError(path, "has an invalid (singular) affine: its axes are not independent")
-    _check_qform_sform(path, img, shape, notes)
+    shape, affine = checked_geometry(path, tuple(img.shape), img.affine)
+    check_qform_sform(path, img, shape, notes)
     try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as err:
         raise InputError(path, f"is truncated or corrupt ({short_reason(err)})") from err
-    data = data.reshape(shape)
-    if kind == "ct":
-        data = check_ct(path, data)
-    else:
-        data = as_integer_labels(path, data)
-    ornt = nib.orientations.io_orientation(affine)
-    canonical = nib.orientations.apply_orientation(data, ornt)
-    can_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
-    grid = GridInfo(shape=(shape[0], shape[1], shape[2]), affine=affine, ornt=ornt)
     # a view: flips and axis swaps only, no copy of a possibly large volume
-    return Volume(canonical, can_affine, kind, path), grid
+    return canonical_volume(path, data, affine, shape, kind=kind)
 
 
 def save_nifti(array: NDArray[np.generic], affine: NDArray[np.float64], path: str | Path) -> None:
