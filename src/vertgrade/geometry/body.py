@@ -29,11 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
-from skimage.morphology import convex_hull_image, disk
+from scipy.spatial import ConvexHull
 
 from vertgrade.config import BodyParams
 
-__all__ = ["BodyFootprint", "body_footprint"]
+__all__ = ["BodyFootprint", "body_footprint", "convex_hull_mask", "disk"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def _canal(
         best = int(np.argmax(sizes))
         if sizes[best] >= min_px:
             return lab == best + 1, True
-    hull = convex_hull_image(projection)
+    hull = convex_hull_mask(projection)
     deficit = hull & ~projection
     lab, n = ndimage.label(deficit)
     if not n:
@@ -146,6 +146,97 @@ def body_footprint(
         opened if opened.any() else proj, prm.major_part_fraction, largest_only=True
     )
     return BodyFootprint(fp, False, None, float(fp.sum() / proj.sum()))
+
+
+def disk(radius: int) -> NDArray[np.bool_]:
+    """The pixels within ``radius`` of the centre pixel: a flat disc structuring element.
+
+    The same footprint as scikit-image's ``morphology.disk(radius)`` (``x**2 + y**2 <= r**2``
+    over integer offsets), as bools.
+
+    Parameters
+    ----------
+    radius : int
+        Radius in pixels (>= 0).
+
+    Returns
+    -------
+    (2 * radius + 1, 2 * radius + 1) bool ndarray
+
+    Examples
+    --------
+    >>> disk(1).astype(int)
+    array([[0, 1, 0],
+           [1, 1, 1],
+           [0, 1, 0]])
+    >>> int(disk(3).sum())
+    29
+    """
+    offsets = np.arange(-radius, radius + 1)
+    disc: NDArray[np.bool_] = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2
+    return disc
+
+
+def convex_hull_mask(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The pixels of a 2-D mask's convex hull, its border included.
+
+    Each pixel of the mask stands for the diamond of its four edge midpoints (its centre
+    +/- 0.5 along each axis); a pixel is in the hull where its centre lies inside or on the
+    convex polygon around all those diamonds. This is the definition of scikit-image's
+    ``morphology.convex_hull_image`` with its defaults (``offset_coordinates=True``,
+    ``include_borders=True``), which gives the same masks.
+
+    Only the first and last pixel of each row can lie on the hull (every other pixel's diamond
+    lies between theirs), so the polygon is Qhull's hull of those diamonds. Coordinates are
+    doubled, so every corner and every pixel centre is an integer, and the centres are tested
+    against the polygon's edges with exact integer cross products: a centre on an edge is
+    always kept, never lost to rounding.
+
+    Parameters
+    ----------
+    mask : (A, L) bool ndarray
+
+    Returns
+    -------
+    (A, L) bool ndarray
+        The hull (all False for an empty mask).
+
+    Examples
+    --------
+    >>> m = np.zeros((5, 5), bool)
+    >>> m[0, 0] = m[4, 0] = m[0, 4] = True
+    >>> convex_hull_mask(m).astype(int)
+    array([[1, 1, 1, 1, 1],
+           [1, 1, 1, 1, 0],
+           [1, 1, 1, 0, 0],
+           [1, 1, 0, 0, 0],
+           [1, 0, 0, 0, 0]])
+    """
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"convex_hull_mask needs a 2-D mask, got shape {m.shape}")
+    out = np.zeros(m.shape, dtype=bool)
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return out
+    first = np.argmax(m[rows], axis=1)
+    last = m.shape[1] - 1 - np.argmax(m[rows, ::-1], axis=1)
+    ends = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)])
+    diamond = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]])
+    corners = np.unique((2 * ends[:, None, :] + diamond).reshape(-1, 2), axis=0)
+    vertices = corners[ConvexHull(corners.astype(np.float64)).vertices].astype(np.int64)
+    # the hull lies within the mask's bounding box (a centre outside it is 1 from the box)
+    cols = np.flatnonzero(m.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    pr, pc = np.meshgrid(2 * np.arange(r0, r1), 2 * np.arange(c0, c1), indexing="ij")
+    a, b = vertices, np.roll(vertices, -1, axis=0)
+    # the polygon's orientation: the sign of its (doubled) area
+    sign = np.sign(np.sum(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]))
+    inside = np.ones(pr.shape, dtype=bool)
+    for (ar, ac), (br, bc) in zip(a.tolist(), b.tolist(), strict=True):
+        inside &= sign * ((br - ar) * (pc - ac) - (bc - ac) * (pr - ar)) >= 0
+    out[r0:r1, c0:c1] = inside
+    return out
 
 
 def _keep_major_parts(

@@ -26,6 +26,10 @@ arrays (:mod:`vertgrade.synthesis.svm_arrays`: the scalers, the one-vs-one linea
 the Platt coefficients) with the feature list, classes, training summary and the vertgrade
 version. It is data only: nothing in it can run code when it is read. Pickle and joblib grader
 files (vertgrade 0.x before grader format 2) are refused with the reason, unread.
+
+Training and evaluating a grader need scikit-learn, the ``grader`` extra
+(``pip install 'vertgrade[grader]'``); grading with a trained grader file does not (its
+inference is numpy, :mod:`vertgrade.synthesis.svm_arrays`).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from numpy.typing import NDArray
 
 from vertgrade._version import __version__
 from vertgrade.config import CRUSH_POSTERIOR_SHARE
-from vertgrade.errors import InputError, ModelFileError, OutputError
+from vertgrade.errors import InputError, ModelFileError, OutputError, SetupError
 from vertgrade.geometry.thirds import THIRDS
 from vertgrade.grading import rhlv, type_for_grade
 from vertgrade.io.files import write_text_atomic
@@ -276,7 +280,7 @@ def apply_grader(
             continue
         ftype = type_for_grade(
             p.grade,
-            v.fracture_type,  # type: ignore[arg-type]
+            v.type,
             v.rhlv,
             crush_posterior_share=float(
                 result.provenance.get("parameters", {}).get(
@@ -288,7 +292,7 @@ def apply_grader(
             replace(
                 v,
                 grade=p.grade,
-                fracture_type=ftype,
+                type=ftype,
                 confidence=p.probability,
                 grade_method="svm",
                 threshold_grade=v.threshold_grade,
@@ -382,6 +386,18 @@ def collect_features(
     )
 
 
+def _require_sklearn(what: str) -> None:
+    """Raise :class:`~vertgrade.errors.SetupError` naming the pip command where scikit-learn
+    (the ``grader`` extra) is missing; ``what`` starts the message."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError as err:
+        raise SetupError(
+            f"{what} needs scikit-learn, which is not installed: "
+            "pip install 'vertgrade[grader]' (or pip install scikit-learn)"
+        ) from err
+
+
 class SVMGrader:
     """Standard scaler + linear SVC with balanced class weights (the grade), and the same model
     calibrated by Platt scaling (sigmoid; scikit-learn's ``CalibratedClassifierCV`` with
@@ -397,6 +413,7 @@ class SVMGrader:
         self.seed = seed
 
     def fit(self, x: NDArray[np.float64], y: NDArray[np.int64]) -> SVMGrader:
+        _require_sklearn("Training the SVM grader")
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -429,6 +446,7 @@ class SVMGrader:
 
 def _svm_pipeline(seed: int) -> Any:
     """The grade's classifier alone (for cross-validation)."""
+    _require_sklearn("Training the SVM grader")
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
@@ -457,7 +475,10 @@ def fit_grader(
     InputError
         Fewer than two classes, or a class with fewer than 3 vertebrae (the probability
         calibration's internal cross-validation needs them).
+    SetupError
+        scikit-learn (the ``grader`` extra) is not installed.
     """
+    _require_sklearn("Training the SVM grader")
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 
@@ -524,8 +545,13 @@ def train_grader(
         Folds of the grouped cross-validation that estimates accuracy.
     force : bool
         Overwrite an existing file.
-    """
 
+    Raises
+    ------
+    SetupError
+        scikit-learn (the ``grader`` extra) is not installed; raised before anything is read.
+    """
+    _require_sklearn("Training the SVM grader (vertgrade train-grader)")
     out = Path(out_path)
     if out.exists() and not force:
         raise OutputError(out, "grader file exists (use --force to overwrite)")
@@ -552,7 +578,13 @@ def evaluate_grader(
 
     The features must come from generators that did not see these subjects (checked as in
     :func:`train_grader`).
+
+    Raises
+    ------
+    SetupError
+        scikit-learn (the ``grader`` extra) is not installed.
     """
+    _require_sklearn("Evaluating the SVM grader")
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     g = grader if isinstance(grader, Grader) else load_grader(grader)
