@@ -41,7 +41,7 @@ from vertgrade.report.html import (
 )
 from vertgrade.report.pdf import REPORT_PDF
 from vertgrade.report.reformat import frame_from_dict
-from vertgrade.report.style import GRADE_COLOURS, grade_rgb
+from vertgrade.report.style import GRADE_COLOURS, confidence_text, grade_rgb
 from vertgrade.result import SpineResult
 from vertgrade.study import Study, Volume
 
@@ -123,6 +123,8 @@ class _Page(HTMLParser):
         self.rows: list[list[str]] = []
         self._table = 0
         self._cell: list[str] | None = None
+        self._impression: list[str] | None = None
+        self.impression = ""
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
@@ -132,6 +134,8 @@ class _Page(HTMLParser):
         for key in ("src", "href"):
             if a.get(key):
                 self.urls.append(str(a[key]))
+        if tag == "p" and a.get("id") == "impression":
+            self._impression = []
         if tag == "table" and a.get("id") == "vertebrae":
             self._table = 1
         elif tag == "table" and self._table:
@@ -142,6 +146,9 @@ class _Page(HTMLParser):
             self._cell = []
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "p" and self._impression is not None:
+            self.impression = " ".join("".join(self._impression).split())
+            self._impression = None
         if tag == "td" and self._cell is not None:
             self.rows[-1].append(" ".join("".join(self._cell).split()))
             self._cell = None
@@ -151,6 +158,8 @@ class _Page(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._cell is not None:
             self._cell.append(data)
+        if self._impression is not None:
+            self._impression.append(data)
 
 
 def _parse(text: str) -> _Page:
@@ -177,7 +186,8 @@ def test_report_is_self_contained(report_html: str, graded: tuple[SpineResult, S
     assert "url(" not in report_html and "@import" not in report_html
     assert all(u.startswith(("data:image/png;base64,", "#")) for u in page.urls)
     result = graded[0]
-    assert len(page.imgs) == 1 + len(result.vertebrae)  # the overview and one per vertebra
+    # the overview, the alignment and one per vertebra
+    assert len(page.imgs) == 2 + len(result.vertebrae)
     for img in page.imgs:
         pixels = _png(img["src"])
         assert pixels.shape[:2] == (int(str(img["height"])), int(str(img["width"])))
@@ -202,6 +212,14 @@ def test_table_lists_every_vertebra_with_its_grade(
     # the summary names the fractured levels and the worst grade
     head = report_html.split('id="overview"')[0]
     assert "L1 2 wedge" in head and "L3 2 crush" in head and "grade 2" in head
+    # one line of impression, from the grades
+    assert page.impression == (
+        "Impression: moderate wedge fracture of L1; moderate crush fracture of L3; "
+        "no other fracture."
+    )
+    # the confidence is rounded once, as every output rounds it
+    for row, v in zip(rows, graded[0].vertebrae, strict=True):
+        assert row[8] == confidence_text(v.confidence) == f"{round(v.confidence or 0, 2):.2f}"
 
 
 def test_svm_grades_in_the_result_and_the_report(
@@ -227,7 +245,7 @@ def test_svm_grades_in_the_result_and_the_report(
     l2 = svm["L2"]
     assert l2.grade == 1 and l2.threshold_grade == 0 and l2.fracture_type is not None
     assert svm["T12"].grade_method == "thresholds" and svm["T12"].grade == result["T12"].grade
-    assert svm.summary()["fractured_levels"] == ["L1", "L2"]
+    assert svm.summary["fractured_levels"] == ["L1", "L2"]
     assert svm.provenance["grader"]["cv_macro_f1"] == 0.7
     write_result(svm, tmp_path / "out")  # validated against the schema before writing
     doc = json.loads((tmp_path / "out" / "result.json").read_text())
@@ -346,13 +364,22 @@ def test_not_gradable_vertebra(phantom: Phantom) -> None:
         l3_doc, ct=study.ct, bodies=Volume(result.bodies, result.bodies_affine, "labels")
     )
     assert not fig.loss_map
+    # no heights drawn for it either: they may be truncated, and would read as measured
+    assert fig.lines == ()
     text = render_report(result, study)
-    rows = {r[0]: r for r in _parse(text).rows if r}
+    page = _parse(text)
+    rows = {r[0]: r for r in page.rows if r}
+    # the row says why, in one cell where the numbers would be, and shows none of them
     assert rows["L3"][1] == "not gradable"
-    assert str(result["L3"].reason) in rows["L3"][-1]
-    assert "cut_by_fov" in rows["L3"][-1]
-    assert rows["L1"][1] == "grade 2"
+    assert rows["L3"][2] == f"not gradable: {result['L3'].reason}"
+    assert "cut_by_fov" in rows["L3"][-1] and len(rows["L3"]) == 4
+    assert not re.search(r"\d+\.\d / \d+\.\d", " ".join(rows["L3"]))
+    assert rows["L1"][1] == "grade 2" and len(rows["L1"]) == 11
     assert "not gradable" in text.split('id="overview"')[0]
+    assert page.impression.endswith("; L3 not gradable: cut by the field of view.")
+    # its panel: the reason, no table of heights
+    panel = text.split('id="v-L3"')[1].split("</section>")[0]
+    assert "Not gradable:" in panel and "<th>height (mm)</th>" not in panel
 
 
 def test_single_vertebra() -> None:
@@ -363,7 +390,7 @@ def test_single_vertebra() -> None:
     result = grade_study(study)
     assert len(result.centreline_mm) == 0 and result["L1"].status == "not_gradable"
     page = _parse(render_report(result, study))
-    assert len(page.imgs) == 2
+    assert len(page.imgs) == 3  # overview and alignment along the frame's axis, the vertebra
     assert [r[:2] for r in page.rows if r] == [["L1", "not gradable"]]
 
 
@@ -394,7 +421,7 @@ def test_report_from_folder_with_the_ct_moved_or_changed(result_dir: Path, tmp_p
         assert "was not found (moved or deleted since grading)" in text
         assert '<div class="notes alert"><strong>Attention</strong>' in text
         assert "segmentation only (no CT)" in text
-        assert len(_parse(text).imgs) == 1 + len(doc["vertebrae"])
+        assert len(_parse(text).imgs) == 2 + len(doc["vertebrae"])
         # a different file at the recorded path is not shown either
         img = nib.load(moved)
         data = np.asanyarray(img.dataobj).astype(np.int16) + 1

@@ -1,5 +1,5 @@
 """DICOM outputs of a graded study, for PACS: a Structured Report with every measurement, a
-Segmentation of the vertebral bodies, and the overview figure or the PDF report.
+Segmentation of the vertebral bodies, the overview figure, and the PDF report where one is given.
 
 :func:`write_dicom_outputs` writes, into one folder:
 
@@ -17,7 +17,7 @@ file                        content
                             carries the tracking UID of its SR measurement group
 ``overview_sc.dcm``         the overview figure as a Secondary Capture image (RGB): a figure given
                             as PNG or array, else the report's spine overview
-                            (:func:`overview_image`)
+                            (:func:`overview_image`); always written, with or without a PDF
 ``report_pdf.dcm``          the PDF report as Encapsulated PDF, where one is given
 ==========================  ========================================================================
 
@@ -759,7 +759,8 @@ def write_dicom_outputs(
     ct: Volume | None = None,
     force: bool = False,
 ) -> list[Path]:
-    """Write the DICOM SR, SEG and overview (Secondary Capture or Encapsulated PDF).
+    """Write the DICOM SR, SEG, overview (Secondary Capture) and, given one, the PDF report
+    (Encapsulated PDF).
 
     Parameters
     ----------
@@ -776,11 +777,11 @@ def write_dicom_outputs(
     pseudonym : str, optional
         Patient name and ID when anonymising; default ``ANON-`` and 8 random hex digits.
     overview : path or (H, W, 3) uint8 ndarray, optional
-        The overview figure (PNG, or RGB array) for the Secondary Capture. Without it (and
-        without ``report_pdf``), the report's overview is drawn (:func:`overview_image`).
+        The overview figure (PNG, or RGB array) for the Secondary Capture. Without it, the
+        report's overview is drawn (:func:`overview_image`).
     report_pdf : path, optional
-        A PDF report, written as Encapsulated PDF. Given alone, no Secondary Capture is
-        written; given with ``overview``, both are.
+        A PDF report, written as Encapsulated PDF besides the Secondary Capture (a viewer that
+        shows images but no documents still shows the overview).
     ct : Volume, optional
         The study's CT (``study.ct``), the background of the drawn overview.
     force : bool
@@ -832,7 +833,7 @@ def write_dicom_outputs(
                 else _as_rgb(None, overview)
             )
             datasets["sc"] = _build_sc(image, sources, own_figure=False)
-        elif report_pdf is None:
+        else:  # with or without a PDF: the README promises overview_sc.dcm with --dicom-out
             datasets["sc"] = _build_sc(overview_image(result, ct), sources, own_figure=True)
         if report_pdf is not None:
             datasets["pdf"] = _build_pdf(Path(report_pdf), sources)

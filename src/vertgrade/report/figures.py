@@ -36,13 +36,14 @@ import numpy as np
 from matplotlib import patheffects
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import Colormap, LinearSegmentedColormap, Normalize
+from matplotlib.colors import Colormap, LinearSegmentedColormap, Normalize, to_rgba
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from numpy.typing import NDArray
 
-from vertgrade.config import GENANT_THRESHOLDS
+from vertgrade.config import GENANT_THRESHOLDS, ThirdsParams
 from vertgrade.geometry.frames import LocalFrame
-from vertgrade.geometry.thirds import THIRDS
+from vertgrade.geometry.thirds import THIRDS, footprint_thirds
 from vertgrade.report.reformat import (
     CurvedSheet,
     curved_sheet,
@@ -67,12 +68,16 @@ from vertgrade.report.style import (
 from vertgrade.study import Volume
 
 __all__ = [
+    "FIGURE_MIN_FONT_PT",
+    "FONT_PT",
     "HeightLine",
+    "LossMapRegions",
     "OverviewFigure",
     "VertebraFigure",
     "figure_png",
     "figure_rgb",
     "loss_colormap",
+    "loss_map_regions",
     "overview_figure",
     "panel_extent_mm",
     "vertebra_figure",
@@ -92,6 +97,30 @@ _PANEL_MARGIN_SI_MM = 11.0
 _PANEL_MARGIN_AP_MM = 12.0
 # Figure resolution (dots per inch) of the PNGs.
 _DPI = 100
+# The overview's largest size (inches): it prints on A4 (186 x 273 mm inside the margins) at its
+# own size, so that its text keeps its point size on paper.
+_OVERVIEW_MAX_WIDTH_IN = 7.3
+_OVERVIEW_MAX_AXES_HEIGHT_IN = 8.6
+
+#: Font sizes (points, at the figure's own size) of the figures' text, by role. The figures are
+#: printed at about their own size (the report's print style sheet), so that the smallest,
+#: :data:`FIGURE_MIN_FONT_PT`, stays readable on paper.
+FONT_PT: dict[str, float] = {
+    "tick": 8.0,
+    "label": 8.5,
+    "title": 9.0,
+    "annotation": 8.0,
+    "side_label": 8.5,
+    "message": 9.0,
+}
+#: The smallest font of any figure text (points at the figure's size).
+FIGURE_MIN_FONT_PT: float = min(FONT_PT.values())
+#: The loss map's colour of the footprint's rim, which no grade reads (see ``_draw_loss_map``).
+_RIM_COLOUR = "#c8c8c8"
+#: Opacity of the loss map's core outside the thirds (the body's RHLV reads it, the grade not).
+_FADED_ALPHA = 0.45
+#: Colour of the thirds' outlines on the loss map.
+_THIRDS_COLOUR = "#222222"
 
 _SHORT = {"anterior": "A", "middle": "M", "posterior": "P"}
 
@@ -280,9 +309,10 @@ def overview_figure(
 
     span = float(arc[-1] - arc[0]) + _OVERVIEW_STEP_MM
     width_mm = float(off[-1] - off[0]) + _OVERVIEW_STEP_MM
-    ax_h = float(np.clip(span / 40.0, 4.5, 13.0))
-    ax_w = ax_h * width_mm / span
     left, right, bottom, top = 0.75, 3.3, 0.6, 0.4
+    ax_h = float(np.clip(span / 40.0, 4.5, _OVERVIEW_MAX_AXES_HEIGHT_IN))
+    ax_h = min(ax_h, (_OVERVIEW_MAX_WIDTH_IN - left - right) * span / width_mm)
+    ax_w = ax_h * width_mm / span
     fig_w, fig_h = left + ax_w + right, bottom + ax_h + top
     fig = Figure(figsize=(fig_w, fig_h), dpi=_DPI)
     ax = fig.add_axes((left / fig_w, bottom / fig_h, ax_w / fig_w, ax_h / fig_h))
@@ -299,8 +329,8 @@ def overview_figure(
     )
     ax.set_xlim(off[-1] + half, off[0] - half)  # anterior on the left
     ax.set_ylim(arc[-1] + half, arc[0] - half)
-    ax.set_xlabel("mm from centreline (anterior left)", fontsize=8)
-    ax.tick_params(labelsize=8)
+    ax.set_xlabel("mm from centreline (anterior left)", fontsize=FONT_PT["label"])
+    ax.tick_params(labelsize=FONT_PT["tick"])
 
     positions: dict[str, float] = {}
     outlined: dict[str, str] = {}
@@ -325,7 +355,7 @@ def overview_figure(
 
     ticks = sorted(positions.items(), key=lambda kv: kv[1])
     ax.set_yticks([p for _, p in ticks], [lv for lv, _ in ticks])
-    ax.tick_params(axis="y", labelsize=8, length=3)
+    ax.tick_params(axis="y", labelsize=FONT_PT["tick"], length=3)
     # Text beside the image, pushed apart where vertebrae are closer than one line of text.
     px_per_mm = ax_h * _DPI / span
     gap_mm = 15.0 / px_per_mm
@@ -345,7 +375,7 @@ def overview_figure(
             transform=transform,
             va="center",
             ha="left",
-            fontsize=8.5,
+            fontsize=FONT_PT["side_label"],
             color="black",
             bbox={
                 "boxstyle": "round,pad=0.25",
@@ -360,7 +390,7 @@ def overview_figure(
         "labels": "segmentation along the centreline (no CT)",
         "plain": "body outlines along the centreline (no CT)",
     }[background]
-    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_title(title, fontsize=FONT_PT["title"], loc="left")
     return OverviewFigure(fig, sheet, body_img, positions, outlined, background)
 
 
@@ -492,6 +522,7 @@ def vertebra_figure(
     labels: Volume | None = None,
     extent_mm: tuple[float, float] = (30.0, 32.0),
     thresholds: Sequence[float] = GENANT_THRESHOLDS,
+    regions: ThirdsParams | None = None,
 ) -> VertebraFigure:
     """One vertebra's panel: its sagittal slice with the heights, and its axial height-loss map.
 
@@ -502,8 +533,11 @@ def vertebra_figure(
     points (``thirds``, projected onto the slice); its reference height is a pale wider line of
     the reference's length centred on the measured line's middle, so that what is missing shows
     at both ends. Right: the height-loss map (%) over the body's axial footprint, anterior at the
-    top, patient's right on the left; a vertebra not graded gets the reason instead (its heights
-    may be truncated or implausible, and their map would read as a fracture).
+    top, patient's right on the left: the footprint's rim that no grade reads in grey, the core
+    outside the thirds' central band faded (only the body's RHLV reads it) and the three thirds
+    the grade reads outlined, in full colour (:func:`loss_map_regions`). A vertebra not graded gets
+    neither heights nor map, and the reason instead: its heights may be truncated or
+    implausible, and drawn they would read as a measurement.
 
     Parameters
     ----------
@@ -515,6 +549,9 @@ def vertebra_figure(
         Half-extents ``(si, ap)`` of the slice (see :func:`panel_extent_mm`).
     thresholds : (3,) float
         The grade thresholds (for the loss map's colours).
+    regions : ThirdsParams, optional
+        The rim and central band the thirds were cut with (the run's
+        ``morphometry.regions`` parameters; default: the defaults).
 
     Returns
     -------
@@ -539,11 +576,23 @@ def vertebra_figure(
             ha="center",
             va="center",
             transform=ax_s.transAxes,
-            fontsize=9,
+            fontsize=FONT_PT["message"],
         )
     else:
         background = _draw_slice(ax_s, vertebra, frame, ct, bodies, labels, extent_mm, colour)
-        measured, reference = _height_lines(vertebra, frame)
+        measured, reference = _height_lines(vertebra, frame) if graded else ([], [])
+        if not graded:
+            ax_s.text(
+                0.03,
+                0.03,
+                "not gradable: heights not shown",
+                transform=ax_s.transAxes,
+                ha="left",
+                va="bottom",
+                fontsize=FONT_PT["annotation"],
+                color="white",
+                path_effects=_halo(),
+            )
         rh = vertebra.get("rhlv") or {}
         for line in reference:
             ax_s.plot(
@@ -572,12 +621,12 @@ def vertebra_figure(
                 text,
                 ha="center",
                 va="top",
-                fontsize=7.5,
+                fontsize=FONT_PT["annotation"],
                 color="white",
                 path_effects=_halo(),
             )
         lines = reference + measured
-    _draw_loss_map(ax_m, cax, vertebra, thresholds)
+    _draw_loss_map(ax_m, cax, vertebra, thresholds, regions or ThirdsParams())
     return VertebraFigure(fig, tuple(lines), background, bool(ax_m.images))
 
 
@@ -657,15 +706,88 @@ def _draw_slice(
     ax.set_xlim(ap[-1] + half, ap[0] - half)  # anterior on the left
     ax.set_ylim(si[-1] - half, si[0] + half)
     ax.set_aspect("equal")
-    ax.set_xlabel("ap (mm), anterior left", fontsize=8)
-    ax.set_ylabel("si (mm)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.set_title("sagittal slice, local frame", fontsize=8.5)
+    ax.set_xlabel("ap (mm), anterior left", fontsize=FONT_PT["label"])
+    ax.set_ylabel("si (mm)", fontsize=FONT_PT["label"])
+    ax.tick_params(labelsize=FONT_PT["tick"])
+    ax.set_title("sagittal slice, local frame", fontsize=FONT_PT["title"])
     return background
 
 
+@dataclass(frozen=True)
+class LossMapRegions:
+    """Where on a loss map the grade reads: the footprint's core and the thirds' boxes.
+
+    The loss map of ``result.json`` is the footprint's per-column loss, downsampled (2 mm);
+    the regions are cut again on it as grading cut them on the full grid
+    (:func:`vertgrade.geometry.thirds.footprint_thirds`): the core is the footprint less its rim
+    (``rim_mm``), where the endplates round off and every column is short, so that a healthy
+    body's rim reads as a large loss (and one taller than the reference's as a gain). Neither the
+    thirds' RHLV, nor the central depression, nor the body's RHLV read the rim; the thirds are
+    the core's central band cut in three.
+
+    Attributes
+    ----------
+    footprint, core : (A, L) bool ndarray
+        On the map's grid (axis 0 posterior -> anterior, axis 1 left -> right).
+    thirds : dict of str to (float, float, float, float)
+        ``(lr_lo, lr_hi, ap_lo, ap_hi)`` in the map's mm of each third's box.
+    """
+
+    footprint: NDArray[np.bool_]
+    core: NDArray[np.bool_]
+    thirds: dict[str, tuple[float, float, float, float]]
+
+
+def loss_map_regions(
+    values: NDArray[np.float64],
+    ap_mm: NDArray[np.float64],
+    lr_mm: NDArray[np.float64],
+    params: ThirdsParams | None = None,
+) -> LossMapRegions:
+    """The core and the thirds of a loss map (see :class:`LossMapRegions`).
+
+    Parameters
+    ----------
+    values : (A, L) float ndarray
+        The loss map, NaN outside the footprint.
+    ap_mm, lr_mm : (A,), (L,) float ndarray
+        The map's cell centres (mm), equally spaced.
+    params : ThirdsParams, optional
+
+    Examples
+    --------
+    >>> v = np.full((12, 14), np.nan); v[1:11, 1:13] = 0.0      # 20 x 24 mm at 2 mm
+    >>> r = loss_map_regions(v, 2.0 * np.arange(12), 2.0 * np.arange(14))
+    >>> int(r.footprint.sum()), int(r.core.sum()), [round(x, 1) for x in r.thirds["anterior"]]
+    (120, 80, [8.2, 17.8, 14.3, 21.0])
+    """
+    params = params or ThirdsParams()
+    footprint = np.isfinite(values)
+    step = float(ap_mm[1] - ap_mm[0]) if len(ap_mm) > 1 else 2.0
+    cut = footprint_thirds(footprint, step_mm=step, params=params)
+    # footprint_thirds' mm start at the grid's edge: cell i covers [i * step, (i + 1) * step)
+    ap0, lr0 = float(ap_mm[0]) - 0.5 * step, float(lr_mm[0]) - 0.5 * step
+    ap_lo, ap_hi = cut.ap_extent_mm
+    lr_lo, lr_hi = cut.lr_band_mm
+    third = (ap_hi - ap_lo) / 3.0
+    boxes: dict[str, tuple[float, float, float, float]] = {}
+    if cut.body.any() and ap_hi > ap_lo:
+        for k, name in enumerate(("posterior", "middle", "anterior")):
+            boxes[name] = (
+                lr0 + lr_lo,
+                lr0 + lr_hi,
+                ap0 + ap_lo + k * third,
+                ap0 + ap_lo + (k + 1) * third,
+            )
+    return LossMapRegions(footprint, cut.body, boxes)
+
+
 def _draw_loss_map(
-    ax: Axes, cax: Axes, vertebra: Mapping[str, Any], thresholds: Sequence[float]
+    ax: Axes,
+    cax: Axes,
+    vertebra: Mapping[str, Any],
+    thresholds: Sequence[float],
+    params: ThirdsParams,
 ) -> None:
     # A vertebra not graded gets no map: its heights may be truncated (cut by the field of
     # view) or implausible, and a map of them would read as a fracture.
@@ -689,7 +811,7 @@ def _draw_loss_map(
             ha="center",
             va="center",
             transform=ax.transAxes,
-            fontsize=8.5,
+            fontsize=FONT_PT["message"],
             color="#444444",
         )
         return
@@ -697,26 +819,61 @@ def _draw_loss_map(
     lr_mm = np.asarray(lm["lr_mm"], dtype=np.float64)
     d_ap = float(ap_mm[1] - ap_mm[0]) if len(ap_mm) > 1 else 2.0
     d_lr = float(lr_mm[1] - lr_mm[0]) if len(lr_mm) > 1 else 2.0
+    regions = loss_map_regions(values, ap_mm, lr_mm, params)
     cmap, norm = loss_colormap(thresholds), Normalize(*LOSS_RANGE_PCT)
-    ax.imshow(
-        100.0 * values,
-        cmap=cmap,
-        norm=norm,
-        origin="lower",  # row 0 = most posterior at the bottom: anterior at the top
-        extent=(
-            lr_mm[0] - d_lr / 2,
-            lr_mm[-1] + d_lr / 2,
-            ap_mm[0] - d_ap / 2,
-            ap_mm[-1] + d_ap / 2,
-        ),
-        interpolation="nearest",
+    extent = (
+        lr_mm[0] - d_lr / 2,
+        lr_mm[-1] + d_lr / 2,
+        ap_mm[0] - d_ap / 2,
+        ap_mm[-1] + d_ap / 2,
     )
+    # the rim (footprint less core) in flat grey: no grade reads it
+    rim = regions.footprint & ~regions.core
+    rim_rgba = np.zeros((*rim.shape, 4), dtype=np.float64)
+    rim_rgba[rim] = to_rgba(_RIM_COLOUR)
+    ax.imshow(rim_rgba, origin="lower", extent=extent, interpolation="nearest")
+    # the core outside the thirds' central band, faded: only the body's RHLV (and the edge of
+    # the central depression's disc) reads it; the thirds in full colour
+    graded = np.zeros_like(regions.core)
+    for x0, x1, y0, y1 in regions.thirds.values():
+        graded |= (
+            (lr_mm[None, :] >= x0)
+            & (lr_mm[None, :] <= x1)
+            & (ap_mm[:, None] >= y0)
+            & (ap_mm[:, None] <= y1)
+        )
+    graded &= regions.core
+    for where, alpha in ((regions.core & ~graded, _FADED_ALPHA), (graded, 1.0)):
+        ax.imshow(
+            100.0 * np.where(where, values, np.nan),
+            cmap=cmap,
+            norm=norm,
+            origin="lower",  # row 0 = most posterior at the bottom: anterior at the top
+            extent=extent,
+            interpolation="nearest",
+            alpha=alpha,
+        )
+    for name, (x0, x1, y0, y1) in regions.thirds.items():
+        ax.add_patch(
+            Rectangle(
+                (x0, y0), x1 - x0, y1 - y0, fill=False, ec=_THIRDS_COLOUR, lw=0.9, ls=(0, (3, 2))
+            )
+        )
+        ax.text(
+            x0,
+            0.5 * (y0 + y1),
+            f" {_SHORT[name]}",
+            ha="left",  # the x axis is mirrored: right of the box on screen
+            va="center",
+            fontsize=FONT_PT["annotation"],
+            color=_THIRDS_COLOUR,
+        )
     ax.set_xlim(lr_mm[-1] + d_lr / 2, lr_mm[0] - d_lr / 2)  # patient's right on the left
-    ax.set_facecolor("#eeeeee")
-    ax.set_xlabel("lr (mm), patient's right on the left", fontsize=8)
-    ax.set_ylabel("ap (mm), anterior up", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.set_title("axial height-loss map", fontsize=8.5)
+    ax.set_facecolor("#ffffff")
+    ax.set_xlabel("lr (mm), patient's right on the left", fontsize=FONT_PT["label"])
+    ax.set_ylabel("ap (mm), anterior up", fontsize=FONT_PT["label"])
+    ax.tick_params(labelsize=FONT_PT["tick"])
+    ax.set_title("axial height-loss map (grey: rim)", fontsize=FONT_PT["title"])
     # the colour bar: a gradient image (a third of the cost of matplotlib's Colorbar)
     lo, hi = LOSS_RANGE_PCT
     cax.imshow(
@@ -731,8 +888,8 @@ def _draw_loss_map(
     cax.yaxis.tick_right()
     cax.yaxis.set_label_position("right")
     cax.set_yticks([lo, 0.0, *(100.0 * float(t) for t in thresholds), hi])
-    cax.set_ylabel("height loss (%)", fontsize=8)
-    cax.tick_params(labelsize=7)
+    cax.set_ylabel("height loss (%)", fontsize=FONT_PT["label"])
+    cax.tick_params(labelsize=FONT_PT["tick"])
 
 
 def _wrap(text: str, width: int) -> str:

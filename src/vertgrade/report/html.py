@@ -4,15 +4,25 @@
 a ``<style>`` element; no script, no font, no link to anything outside the file, so it opens
 offline, in any browser, years later. It shows
 
+- a header: the subject, the patient and study identifiers of a DICOM input (name, ID, study
+  date, accession; left out when anonymised), the date of the analysis, and a one-line
+  impression (:func:`vertgrade.report.summary.impression`);
 - a summary (fractured levels, worst grade) and the notes of loading and of the report itself
   (an input moved away since grading, for instance);
+- the table of all vertebrae: grade, type, RHLV per third, heights, reference heights,
+  confidence, trabecular HU, QC flags; a vertebra not gradable shows the reason instead of
+  numbers;
 - the spine overview: a curved mid-sagittal reformat along the centreline, every body outlined
   in its grade's colour (:func:`vertgrade.report.figures.overview_figure`);
-- the table of all vertebrae: grade, type, RHLV per third, heights, reference heights,
-  confidence, trabecular HU, QC flags and the reason for those not gradable;
+- the alignment: coronal and sagittal views with the endplates of the Cobb angles, kyphosis and
+  lordosis drawn (:func:`vertgrade.report.alignment.alignment_figure`), and their values;
 - one panel per vertebra: its sagittal slice with the measured and reference heights of each
   third, and its axial height-loss map (:func:`vertgrade.report.figures.vertebra_figure`);
-- provenance: inputs with checksums (and whether they were found again), parameters, versions.
+- an appendix: inputs with checksums (and whether they were found again), versions, and the
+  parameters that differ from the defaults.
+
+Confidences are written by :func:`vertgrade.report.style.confidence_text`, as every output writes
+them.
 
 The report is drawn from the result as ``result.json`` holds it, so that the report written right
 after grading (:func:`render_report`) and one rewritten later from the result folder
@@ -26,6 +36,7 @@ with an :class:`~vertgrade.errors.OutputError` that says so, before writing anyt
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import struct
 import tempfile
@@ -35,18 +46,20 @@ from html import escape
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import numpy as np
 
 from vertgrade._version import __version__
-from vertgrade.config import GENANT_THRESHOLDS
+from vertgrade.alignment import AlignmentConfig
+from vertgrade.config import GENANT_THRESHOLDS, GradingConfig, ThirdsParams
 from vertgrade.errors import InputError, OutputError
 from vertgrade.geometry.thirds import THIRDS
 from vertgrade.io.files import atomic_path
-from vertgrade.io.load import load_study
+from vertgrade.io.load import load_study, load_study_with_series
 from vertgrade.io.nifti import file_sha256, read_volume
+from vertgrade.report.alignment import alignment_figure
 from vertgrade.report.figures import (
     figure_png,
     overview_figure,
@@ -55,9 +68,19 @@ from vertgrade.report.figures import (
 )
 from vertgrade.report.files import validate_result
 from vertgrade.report.pdf import REPORT_PDF, html_to_pdf, require_browser
-from vertgrade.report.style import grade_css_variables
+from vertgrade.report.style import confidence_text, grade_css_variables
+from vertgrade.report.summary import (
+    StudyIdentifiers,
+    analysis_date,
+    changed_parameters,
+    impression,
+    study_identifiers,
+)
 from vertgrade.result import QC_FLAGS, SCHEMA_VERSION, SpineResult
 from vertgrade.study import Study, Volume
+
+if TYPE_CHECKING:
+    from vertgrade.io.dicom import SeriesInfo
 
 __all__ = [
     "REPORT_HTML",
@@ -71,6 +94,8 @@ __all__ = [
 
 #: File name of the report in a result folder (the PDF's: :data:`vertgrade.report.pdf.REPORT_PDF`).
 REPORT_HTML = "report.html"
+# The style sheet added to the template's (in the package's templates folder).
+_LAYOUT_CSS = "layout.css"
 
 
 # --- inputs and their state -----------------------------------------------------------------
@@ -148,6 +173,8 @@ class _Loaded:
     inputs: list[InputState]
     notes: list[str]
     alerts: list[str]
+    series: SeriesInfo | None = None
+    graded_on: datetime.date | None = None
 
 
 def _read_document(result_dir: Path) -> dict[str, Any]:
@@ -197,6 +224,7 @@ def _load_result_dir(result_dir: Path) -> _Loaded:
     problems: dict[str, str] = {}
     ct: Volume | None = None
     labels: Volume | None = None
+    series: SeriesInfo | None = None
 
     def changed_folder(role: str, study: Study) -> bool:
         """A folder read again whose checksum is not the one recorded: not shown."""
@@ -212,9 +240,9 @@ def _load_result_dir(result_dir: Path) -> _Loaded:
             if ct_path.is_dir():  # a DICOM series: read as grading read it, with its labels
                 if labels_path is None:
                     raise InputError(ct_path, "a CT folder is read with its labels, not found")
-                both = load_study(ct_path, labels_path)
+                both, read_series = load_study_with_series(ct_path, labels_path)
                 if not changed_folder("ct", both):
-                    ct, labels = both.ct, both.labels
+                    ct, labels, series = both.ct, both.labels, read_series
             else:
                 ct, _ = read_volume(ct_path, kind="ct")
         except InputError as err:
@@ -260,13 +288,22 @@ def _load_result_dir(result_dir: Path) -> _Loaded:
             if bodies is not None or labels is not None
             else "No CT and no segmentation found: the panels show the measurements only."
         )
-    return _Loaded(document, ct, bodies, labels, states, notes, alerts)
+    # the date of the analysis: when result.json was written
+    stamp = (result_dir / "result.json").stat().st_mtime
+    graded_on = datetime.datetime.fromtimestamp(stamp).date()
+    return _Loaded(document, ct, bodies, labels, states, notes, alerts, series, graded_on)
 
 
 # --- rendering --------------------------------------------------------------------------------
 
 
-def render_report(result: SpineResult, study: Study | None = None) -> str:
+def render_report(
+    result: SpineResult,
+    study: Study | None = None,
+    *,
+    series: SeriesInfo | None = None,
+    anonymize: bool = False,
+) -> str:
     """The report of a result just graded, as an HTML string.
 
     Parameters
@@ -276,11 +313,17 @@ def render_report(result: SpineResult, study: Study | None = None) -> str:
     study : Study, optional
         The study it was graded from; its CT (if any) is the images' background. Without it, or
         without a CT in it, the images show the segmentation.
+    series : SeriesInfo, optional
+        The DICOM series of the CT (:func:`vertgrade.io.load.load_study_with_series`): its
+        patient name and ID, study date and accession number go in the header.
+    anonymize : bool
+        Leave the patient and study identifiers out (the header says so).
 
     Returns
     -------
     str
-        A complete, self-contained HTML document.
+        A complete, self-contained HTML document. The date of the analysis is today's (or
+        ``SOURCE_DATE_EPOCH``'s, :func:`vertgrade.report.summary.analysis_date`).
     """
     document = result.to_dict()
     bodies = Volume(result.bodies, result.bodies_affine, "labels")
@@ -292,16 +335,26 @@ def render_report(result: SpineResult, study: Study | None = None) -> str:
     ]
     notes = [] if ct is not None else ["No CT: the images show the segmentation."]
     return render_document(
-        document, ct=ct, bodies=bodies, labels=labels, inputs=states, notes=notes
+        document,
+        ct=ct,
+        bodies=bodies,
+        labels=labels,
+        inputs=states,
+        notes=notes,
+        identifiers=None if series is None else study_identifiers(series),
+        anonymized=anonymize,
+        analysed=analysis_date(),
     )
 
 
-def render_result_dir(result_dir: str | Path) -> str:
+def render_result_dir(result_dir: str | Path, *, anonymize: bool = False) -> str:
     """The report of a result folder, as an HTML string.
 
     Reads ``result.json`` (validated against the schema), ``bodies.nii.gz``, and the CT named in
     the provenance where it can still be found with the same SHA-256 (else the labels, else the
-    bodies alone); every fallback is written in the report's notes.
+    bodies alone); every fallback is written in the report's notes. A DICOM CT found again gives
+    the header its patient and study identifiers (left out with ``anonymize``); the date of the
+    analysis is ``result.json``'s modification date.
 
     Raises
     ------
@@ -318,6 +371,9 @@ def render_result_dir(result_dir: str | Path) -> str:
         inputs=d.inputs,
         notes=d.notes,
         alerts=d.alerts,
+        identifiers=None if d.series is None else study_identifiers(d.series),
+        anonymized=anonymize,
+        analysed=d.graded_on,
     )
 
 
@@ -330,6 +386,9 @@ def render_document(
     inputs: Sequence[InputState] = (),
     notes: Sequence[str] = (),
     alerts: Sequence[str] = (),
+    identifiers: StudyIdentifiers | None = None,
+    anonymized: bool = False,
+    analysed: datetime.date | None = None,
 ) -> str:
     """Render the report of a result document (the content of ``result.json``).
 
@@ -350,6 +409,12 @@ def render_document(
     alerts : sequence of str
         What the report had to do without that it would have shown: an input moved or changed
         since grading (shown at the top, marked).
+    identifiers : StudyIdentifiers, optional
+        The patient and study identifiers of a DICOM input, for the header.
+    anonymized : bool
+        Leave ``identifiers`` out; the header says that they were left out.
+    analysed : date, optional
+        The date of the analysis, for the header.
 
     Returns
     -------
@@ -360,28 +425,45 @@ def render_document(
     verts: list[Mapping[str, Any]] = list(document["vertebrae"])
     params = document["provenance"].get("parameters") or {}
     thresholds = tuple(float(t) for t in params.get("thresholds", GENANT_THRESHOLDS))
+    regions = _thirds_params(params)
     overview = overview_figure(document, ct=ct, bodies=bodies, labels=labels)
     overview_png = figure_png(overview.figure) if overview is not None else None
+    aligned = alignment_figure(document, ct=ct, bodies=bodies, labels=labels)
+    alignment_png = figure_png(aligned.figure) if aligned is not None else None
     extent = panel_extent_mm(verts)
     panels = []
     for v in verts:
         vf = vertebra_figure(
-            v, ct=ct, bodies=bodies, labels=labels, extent_mm=extent, thresholds=thresholds
+            v,
+            ct=ct,
+            bodies=bodies,
+            labels=labels,
+            extent_mm=extent,
+            thresholds=thresholds,
+            regions=regions,
         )
         panels.append(_panel_html(v, figure_png(vf.figure)))
 
     subject = str(document["subject"])
+    rim = _fmt(regions.rim_mm, 0)
     parts = [
-        _header_html(document, ct is not None, notes, alerts, thresholds),
-        _overview_html(overview_png, ct is not None, verts),
+        _header_html(
+            document, ct is not None, notes, alerts, thresholds, identifiers, anonymized, analysed
+        ),
         _table_html(verts, document.get("qc_flags") or QC_FLAGS),
+        _overview_html(overview_png, ct is not None, verts),
+        _alignment_html(document.get("alignment"), alignment_png),
         '<h2 id="panels">Vertebrae one by one</h2>',
         '<p class="sub">Left: sagittal slice through the body centre in the vertebra\'s own frame '
         "(anterior left). Cyan lines: the measured anterior, middle and posterior heights, "
         "between each third's mean endplates; pale bands: the expected (reference) heights, "
         "centred on the measured ones, so that the missing height shows at both ends; dashed: "
         "the fitted endplate planes. Right: the height loss of every column of the body's "
-        "axial footprint, anterior at the top, patient's right on the left.</p>",
+        "axial footprint, anterior at the top, patient's right on the left; in grey its rim "
+        f"({rim} mm), where the endplates round off, which no grade reads; faded: the sides, "
+        "which only the whole body's RHLV reads; dashed boxes: the anterior, middle and "
+        "posterior thirds the grade is read from. A vertebra not gradable shows no heights and "
+        "no map.</p>",
         '<div class="panels">',
         *panels,
         "</div>",
@@ -390,17 +472,18 @@ def render_document(
         f"{escape(str(document.get('schema_version')))}. Heights in mm, losses in % of the "
         "reference height. Not a diagnosis: a measurement to be read by a radiologist.</footer>",
     ]
-    template = Template(
-        resources.files("vertgrade.report")
-        .joinpath("templates/report.html")
-        .read_text(encoding="utf-8")
-    )
-    return template.substitute(
+    templates = resources.files("vertgrade.report").joinpath("templates")
+    template = Template(templates.joinpath("report.html").read_text(encoding="utf-8"))
+    page = template.substitute(
         title=escape(f"vertgrade report: {subject}"),
         generator=escape(f"vertgrade {__version__}"),
         grade_colours=grade_css_variables(),
         body="\n".join(parts),
     )
+    # the second style sheet (header, alignment, appendix, narrow screens, print at A4), after
+    # the template's so that its rules win where both set one
+    layout = templates.joinpath(_LAYOUT_CSS).read_text(encoding="utf-8")
+    return page.replace("</style>", f"</style>\n<style>\n{layout}</style>", 1)
 
 
 def _data_uri(png: bytes) -> str:
@@ -444,10 +527,44 @@ def _trio(d: Mapping[str, Any] | None, nd: int = 1, scale: float = 1.0) -> str:
 
 
 def _flags(v: Mapping[str, Any], meanings: Mapping[str, str]) -> str:
+    # a flag's name may break after its underscores (<wbr>): a long one does not widen the
+    # table beyond a printed page
     return " ".join(
-        f'<span class="flag" title="{escape(meanings.get(f, ""))}">{escape(f)}</span>'
+        f'<span class="flag" title="{escape(meanings.get(f, ""))}">'
+        f"{escape(f).replace('_', '_<wbr>')}</span>"
         for f in v.get("flags") or []
     )
+
+
+def _thirds_params(params: Mapping[str, Any]) -> ThirdsParams:
+    """The run's ``morphometry.regions`` parameters (the defaults where not recorded)."""
+    recorded = (params.get("morphometry") or {}).get("regions") or {}
+    default = ThirdsParams()
+    return ThirdsParams(
+        rim_mm=float(recorded.get("rim_mm", default.rim_mm)),
+        central_fraction=float(recorded.get("central_fraction", default.central_fraction)),
+    )
+
+
+def _identity_html(
+    subject: str,
+    identifiers: StudyIdentifiers | None,
+    anonymized: bool,
+    analysed: datetime.date | None,
+) -> str:
+    """The header's identification line: subject, DICOM identifiers, date of the analysis."""
+    items: list[tuple[str, str]] = [("subject", subject)]
+    if anonymized:
+        items.append(("identifiers", "left out (anonymised)"))
+    elif identifiers is not None:
+        items += identifiers.rows()
+    if analysed is not None:
+        items.append(("analysed", analysed.isoformat()))
+    cells = "".join(
+        f'<div><span class="k">{escape(k)}</span> <span class="v">{escape(v)}</span></div>'
+        for k, v in items
+    )
+    return f'<div class="identity">{cells}</div>'
 
 
 def _header_html(
@@ -456,11 +573,14 @@ def _header_html(
     notes: Sequence[str],
     alerts: Sequence[str],
     thresholds: Sequence[float],
+    identifiers: StudyIdentifiers | None = None,
+    anonymized: bool = False,
+    analysed: datetime.date | None = None,
 ) -> str:
     s = document["summary"]
     verts = document["vertebrae"]
     by_level = {v["level"]: v for v in verts}
-    subject = escape(str(document["subject"]))
+    subject = str(document["subject"])
     span = f"{verts[0]['level']}–{verts[-1]['level']}" if verts else "none"
     fractured = [by_level[lv] for lv in s.get("fractured_levels", []) if lv in by_level]
     frac_html = (
@@ -501,7 +621,10 @@ def _header_html(
         " &nbsp;Grade from the largest height loss of the three thirds (Genant).</div>"
     )
     out = [
-        f"<h1>vertgrade report: {subject}</h1>",
+        f"<h1>vertgrade report: {escape(subject)}</h1>",
+        _identity_html(subject, identifiers, anonymized, analysed),
+        f'<p class="impression" id="impression"><strong>Impression:</strong> '
+        f"{escape(impression(document))}.</p>",
         f'<p class="sub">{len(verts)} vertebrae ({escape(span)}), '
         f"{'CT and segmentation' if has_ct else 'segmentation only (no CT)'}; relative height "
         "loss (RHLV) of each vertebral body against the healthy reference from its neighbours, "
@@ -557,12 +680,25 @@ def _method_note(v: Mapping[str, Any]) -> str:
     return f"<div><small>SVM; thresholds: {escape(str(v.get('threshold_grade')))}</small></div>"
 
 
+#: The vertebra table's columns (the header repeated on each printed page).
+_TABLE_COLUMNS: tuple[str, ...] = (
+    "level",
+    "status / grade",
+    "type",
+    "RHLV A / M / P (%)",
+    "RHLV body (%)",
+    "height A / M / P (mm)",
+    "reference A / M / P (mm)",
+    "from",
+    "confidence",
+    "HU",
+    "QC flags",
+)
+
+
 def _table_html(verts: Sequence[Mapping[str, Any]], meanings: Mapping[str, str]) -> str:
-    head = (
-        "<tr><th>level</th><th>status / grade</th><th>type</th><th>RHLV A / M / P (%)</th>"
-        "<th>RHLV body (%)</th><th>height A / M / P (mm)</th><th>reference A / M / P (mm)</th>"
-        "<th>from</th><th>confidence</th><th>HU</th><th>QC flags / reason</th></tr>"
-    )
+    head = "<thead><tr>" + "".join(f"<th>{escape(c)}</th>" for c in _TABLE_COLUMNS)
+    head += "</tr></thead>"
     rows = []
     used_flags: dict[str, None] = {}
     for v in verts:
@@ -570,26 +706,31 @@ def _table_html(verts: Sequence[Mapping[str, Any]], meanings: Mapping[str, str])
             used_flags[f] = None
         ref = v.get("reference") or {}
         rh = v.get("rhlv") or {}
-        reason = (
-            f"<div><strong>not gradable:</strong> {escape(str(v['reason']))}</div>"
-            if v.get("reason")
-            else ""
-        )
         level = escape(str(v["level"]))
-        rows.append(
-            f'<tr class="row-{_grade_class(v)}">'
-            f'<td><a href="#v-{level}">{level}</a></td>'
-            f"<td>{_grade_badge(v)}{_method_note(v)}</td>"
-            f"<td>{escape(str(v.get('type') or ''))}</td>"
-            f'<td class="num">{_trio(v.get("rhlv"), 0, 100.0)}</td>'
-            f'<td class="num">{_fmt(rh.get("body"), 0, 100.0)}</td>'
-            f'<td class="num">{_trio(v.get("heights_mm"))}</td>'
-            f'<td class="num">{_trio(ref.get("heights_mm"))}</td>'
-            f"<td>{escape(', '.join(ref.get('sources') or []))}</td>"
-            f'<td class="num">{_fmt(v.get("confidence"), 2)}</td>'
-            f'<td class="num">{_fmt(v.get("hu_trabecular"), 0)}</td>'
-            f"<td>{_flags(v, meanings)}{reason}</td></tr>"
-        )
+        cells = [
+            f'<td><a href="#v-{level}">{level}</a></td>',
+            f"<td>{_grade_badge(v)}{_method_note(v)}</td>",
+        ]
+        if v.get("status") != "graded":
+            # no numbers: they were not used, and shown they would read as measured
+            reason = escape(str(v.get("reason") or "no reason given"))
+            cells.append(
+                f'<td class="reason" colspan="{len(_TABLE_COLUMNS) - 3}">'
+                f"<strong>not gradable:</strong> {reason}</td>"
+            )
+        else:
+            cells += [
+                f"<td>{escape(str(v.get('type') or ''))}</td>",
+                f'<td class="num trio">{_trio(v.get("rhlv"), 0, 100.0)}</td>',
+                f'<td class="num">{_fmt(rh.get("body"), 0, 100.0)}</td>',
+                f'<td class="num trio">{_trio(v.get("heights_mm"))}</td>',
+                f'<td class="num trio">{_trio(ref.get("heights_mm"))}</td>',
+                f"<td>{escape(', '.join(ref.get('sources') or []))}</td>",
+                f'<td class="num">{confidence_text(v.get("confidence"))}</td>',
+                f'<td class="num">{_fmt(v.get("hu_trabecular"), 0)}</td>',
+            ]
+        cells.append(f"<td>{_flags(v, meanings)}</td>")
+        rows.append(f'<tr class="row-{_grade_class(v)}">{"".join(cells)}</tr>')
     legend = ""
     if used_flags:
         items = "".join(
@@ -601,9 +742,78 @@ def _table_html(verts: Sequence[Mapping[str, Any]], meanings: Mapping[str, str])
         '<h2 id="table">All vertebrae</h2>'
         '<p class="sub">RHLV = (reference - measured) / reference height. A / M / P: anterior, '
         "middle, posterior third. Heights from the CT where its endplate edges were found, "
-        "else from the mask. HU: median of the trabecular core.</p>"
-        f'<table id="vertebrae">{head}{"".join(rows)}</table>{legend}'
+        "else from the mask. HU: median of the trabecular core. A vertebra not gradable shows "
+        "why instead of its numbers.</p>"
+        f'<table id="vertebrae">{head}<tbody>{"".join(rows)}</tbody></table>{legend}'
     )
+
+
+def _alignment_html(alignment: Mapping[str, Any] | None, png: bytes | None) -> str:
+    head = '<h2 id="alignment">Alignment</h2>'
+    if not alignment:
+        return head + "<p>No alignment in this result.</p>"
+    coronal = alignment.get("coronal") or {}
+    sagittal = alignment.get("sagittal") or {}
+    rows = []
+    for i, c in enumerate(coronal.get("curves") or [], start=1):
+        note = (
+            "" if c.get("complete", True) or c.get("note") else " (may continue beyond the image)"
+        )
+        rows.append(
+            f"<tr><td>coronal curve {i} (Cobb)</td>"
+            f'<td class="num">{_fmt(c.get("cobb_deg"), 1)}&deg;</td>'
+            f"<td>{escape(str(c.get('upper_end')))}–{escape(str(c.get('lower_end')))}</td>"
+            f"<td>apex {escape(str(c.get('apex')))}, convex {escape(str(c.get('convex')))}, "
+            f"apex {_fmt(c.get('apex_deviation_mm'), 0)} mm off the line of the end vertebrae"
+            f"{escape(note)}{(': ' + escape(str(c['note']))) if c.get('note') else ''}</td></tr>"
+        )
+    if not coronal.get("curves"):
+        largest = coronal.get("largest_angle_deg")
+        rows.append(
+            "<tr><td>coronal (Cobb)</td>"
+            f'<td class="num">{"–" if largest is None else _fmt(largest, 1) + "&deg;"}</td>'
+            f"<td></td><td>{escape(str(coronal.get('reason') or 'no curve'))}</td></tr>"
+        )
+    for key, name in (
+        ("thoracic_kyphosis", "thoracic kyphosis"),
+        ("lumbar_lordosis", "lumbar lordosis"),
+    ):
+        a = sagittal.get(key) or {}
+        angle = a.get("angle_deg")
+        span = (
+            f"{escape(str(a.get('upper')))} {escape(str(a.get('upper_endplate') or ''))} – "
+            f"{escape(str(a.get('lower')))} {escape(str(a.get('lower_endplate') or ''))}"
+            if a.get("upper")
+            else ""
+        )
+        what = a.get("reason") or ("standard span" if a.get("standard") else "")
+        rows.append(
+            f"<tr><td>{name}</td>"
+            f'<td class="num">{"–" if angle is None else _fmt(angle, 1) + "&deg;"}</td>'
+            f"<td>{span}</td><td>{escape(str(what))}</td></tr>"
+        )
+    table = (
+        '<table class="alignment"><thead><tr><th>angle</th><th>value</th><th>between</th>'
+        f"<th>notes</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
+    notes = "".join(f"<li>{escape(str(n))}</li>" for n in alignment.get("notes") or [])
+    notes_html = f'<ul class="alignment-notes">{notes}</ul>' if notes else ""
+    caption = (
+        "Left: coronal view, seen from the front (the patient's right on the left); right: "
+        "sagittal view, anterior on the left. Both are sampled in the patient's coronal and "
+        "sagittal planes at one scale, following the spine in depth, so that the lines drawn "
+        "make the angles reported: each coronal curve's end endplates (Cobb), and the endplates "
+        "kyphosis and lordosis are measured between. * marks a curve that may continue beyond "
+        "the image, or an angle over another span than the standard one. Signs: coronal "
+        "positive convex right; kyphosis positive kyphotic, lordosis positive lordotic."
+    )
+    figure = (
+        f'<figure class="alignment-figure">{_img(png, "alignment: coronal and sagittal views")}'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+        if png is not None
+        else "<p>No alignment figure: no centreline to draw the views along.</p>"
+    )
+    return f"{head}{table}{notes_html}{figure}"
 
 
 def _panel_html(v: Mapping[str, Any], png: bytes) -> str:
@@ -624,9 +834,11 @@ def _panel_html(v: Mapping[str, Any], png: bytes) -> str:
         )
     )
     facts = []
-    if v.get("status") != "graded":
+    graded = v.get("status") == "graded"
+    if not graded:
+        # the reason, not the numbers: truncated or implausible, they would read as measured
         facts.append(f"<p><strong>Not gradable:</strong> {escape(str(v.get('reason') or ''))}</p>")
-    if ref.get("sources"):
+    if graded and ref.get("sources"):
         unc = ref.get("uncertainty")
         facts.append(
             f"<p>Reference ({escape(str(ref.get('method')))}) from "
@@ -634,7 +846,7 @@ def _panel_html(v: Mapping[str, Any], png: bytes) -> str:
             + (f", uncertainty &plusmn;{_fmt(unc, 1, 100.0)} %" if unc is not None else "")
             + ".</p>"
         )
-    if v.get("heights_source"):
+    if graded and v.get("heights_source"):
         mask = v.get("heights_mask_mm")
         facts.append(
             f"<p>Heights from the {'CT' if v['heights_source'] == 'ct' else 'mask'}"
@@ -648,7 +860,7 @@ def _panel_html(v: Mapping[str, Any], png: bytes) -> str:
     ratios = v.get("ratios") or {}
     morph = v.get("morphometry") or {}
     shape = morph.get("shape") or {}
-    if ratios.get("anterior_posterior") is not None:
+    if graded and ratios.get("anterior_posterior") is not None:
         typical = (
             f" (typical of {escape(str(v['level']))}: "
             f"{_fmt(shape.get('typical_anterior_posterior'), 2)} and "
@@ -661,7 +873,7 @@ def _panel_html(v: Mapping[str, Any], png: bytes) -> str:
             f"{_fmt(ratios.get('middle_posterior'), 2)}{typical}.</p>"
         )
     walls = morph.get("walls_mm") or {}
-    if walls.get("anterior") is not None:
+    if graded and walls.get("anterior") is not None:
         facts.append(
             f"<p>Morphometric heights: anterior wall {_fmt(walls.get('anterior'), 1)} mm, "
             f"centre {_fmt(walls.get('middle'), 1)} mm, posterior wall "
@@ -680,10 +892,10 @@ def _panel_html(v: Mapping[str, Any], png: bytes) -> str:
         facts.append(f"<p>Graded from {escape(said)}.</p>")
     if v.get("grade_method") == "svm":
         facts.append(
-            f"<p>Grade from the SVM grader (probability {_fmt(v.get('confidence'), 2)}); "
+            f"<p>Grade from the SVM grader (probability {confidence_text(v.get('confidence'))}); "
             f"the RHLV thresholds give grade {escape(str(v.get('threshold_grade')))}.</p>"
         )
-    if v.get("hu_trabecular") is not None:
+    if graded and v.get("hu_trabecular") is not None:
         facts.append(f"<p>Trabecular bone {_fmt(v['hu_trabecular'], 0)} HU.</p>")
     if v.get("flags"):
         facts.append(f"<p>QC flags: {_flags(v, QC_FLAGS)}</p>")
@@ -692,13 +904,66 @@ def _panel_html(v: Mapping[str, Any], png: bytes) -> str:
     if v.get("type"):
         title_bits.append(escape(str(v["type"])))
     if conf is not None:
-        title_bits.append(f"confidence {_fmt(conf, 2)}")
+        title_bits.append(f"confidence {confidence_text(conf)}")
     alt = f"{v['level']}: sagittal slice with heights, and axial height-loss map"
+    table = (
+        "<table><thead><tr><th>region</th><th>height (mm)</th><th>reference (mm)</th>"
+        f"<th>RHLV (%)</th></tr></thead><tbody>{rows}</tbody></table>"
+        if graded
+        else ""
+    )
     return (
         f'<section class="vertebra" id="v-{level}"><h3>{" &middot; ".join(title_bits)}</h3>'
         f'<div class="body">{_img(png, alt)}<div class="facts">'
-        "<table><tr><th>region</th><th>height (mm)</th><th>reference (mm)</th>"
-        f"<th>RHLV (%)</th></tr>{rows}</table>{''.join(facts)}</div></div></section>"
+        f'{table}<div class="text">{"".join(facts)}</div></div></div></section>'
+    )
+
+
+def _value_text(value: Any) -> str:
+    return "–" if value is None else json.dumps(value)
+
+
+def _parameters_html(document: Mapping[str, Any]) -> str:
+    """The parameters as an appendix: those that differ from this version's defaults (grading
+    and alignment), the grade thresholds always; the whole set on screen only, folded."""
+    prov = document["provenance"]
+    params = prov.get("parameters") or {}
+    alignment = document.get("alignment") or {}
+    changed = changed_parameters(params, GradingConfig().to_dict())
+    changed += [
+        (f"alignment.{k}", v, d)
+        for k, v, d in changed_parameters(
+            alignment.get("parameters") or {}, AlignmentConfig().to_dict()
+        )
+    ]
+    thresholds = params.get("thresholds", GENANT_THRESHOLDS)
+    key_rows = (
+        f"<tr><td>grade thresholds (RHLV)</td><td>{_value_text(list(thresholds))}</td></tr>"
+        f"<tr><td>reference estimator</td><td><code>"
+        f"{escape(str(prov.get('reference_estimator')))}</code></td></tr>"
+    )
+    if changed:
+        rows = "".join(
+            f"<tr><td><code>{escape(k)}</code></td><td>{escape(_value_text(v))}</td>"
+            f"<td>{escape(_value_text(d))}</td></tr>"
+            for k, v, d in changed
+        )
+        diff = (
+            f"<p>{len(changed)} parameter{'s' if len(changed) != 1 else ''} differ from the "
+            f"defaults of vertgrade {escape(__version__)}:</p>"
+            '<table class="params"><thead><tr><th>parameter</th><th>value</th><th>default</th>'
+            f"</tr></thead><tbody>{rows}</tbody></table>"
+        )
+    else:
+        diff = f"<p>Every other parameter is the default of vertgrade {escape(__version__)}.</p>"
+    full = escape(json.dumps(params, indent=2, sort_keys=True))
+    return (
+        '<h3 id="parameters">Parameters</h3>'
+        f'<table class="params">{key_rows}</table>{diff}'
+        '<p class="sub">All parameters are in <code>result.json</code> '
+        "(<code>provenance.parameters</code>).</p>"
+        f'<details class="screen-only"><summary>All parameters</summary><pre>{full}</pre>'
+        "</details>"
     )
 
 
@@ -714,29 +979,26 @@ def _provenance_html(document: Mapping[str, Any], inputs: Sequence[InputState]) 
             f"<td>{escape(st.state if st else 'not checked')}</td></tr>"
         )
     inputs_html = (
-        "<table><tr><th>role</th><th>path at grading</th><th>SHA-256</th>"
-        f"<th>at report time</th></tr>{''.join(rows)}</table>"
+        "<table><thead><tr><th>role</th><th>path at grading</th><th>SHA-256</th>"
+        f"<th>at report time</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         if rows
         else "<p>No input files recorded (graded from arrays in memory).</p>"
     )
-    versions = "".join(
-        f"<tr><td>{escape(str(k))}</td><td>{escape(str(val))}</td></tr>"
+    versions = ", ".join(
+        f"{escape(str(k))} {escape(str(val))}"
         for k, val in sorted((prov.get("versions") or {}).items())
     )
-    params = escape(json.dumps(prov.get("parameters") or {}, indent=2, sort_keys=True))
     flags = "".join(
         f"<dt>{escape(str(k))}</dt><dd>{escape(str(val))}</dd>"
         for k, val in (document.get("qc_flags") or QC_FLAGS).items()
     )
     return (
-        '<h2 id="provenance">Provenance</h2>'
+        '<section class="appendix"><h2 id="provenance">Appendix: provenance</h2>'
         f"<h3>Inputs</h3>{inputs_html}"
-        f"<p>Reference estimator: <code>{escape(str(prov.get('reference_estimator')))}</code>."
-        "</p>"
-        f"<details><summary>Versions</summary><table>{versions}</table></details>"
-        f"<details><summary>Parameters</summary><pre>{params}</pre></details>"
-        f'<details><summary>QC flags and their meaning</summary><dl class="flags">{flags}</dl>'
-        "</details>"
+        f'<p class="versions"><strong>Versions:</strong> {versions}.</p>'
+        f"{_parameters_html(document)}"
+        '<details class="screen-only"><summary>QC flags and their meaning</summary>'
+        f'<dl class="flags">{flags}</dl></details></section>'
     )
 
 
@@ -819,11 +1081,12 @@ def write_report(
     pdf: bool = False,
     force: bool = True,
     browser: str | Path | None = None,
+    anonymize: bool = False,
 ) -> list[Path]:
     """(Re)write the report of a result folder: ``report.html`` and, with ``pdf``, ``report.pdf``.
 
-    See :func:`render_result_dir` for what is read, and :func:`save_report` for how it is
-    written.
+    See :func:`render_result_dir` for what is read (and ``anonymize``), and :func:`save_report`
+    for how it is written.
 
     Returns
     -------
@@ -834,5 +1097,5 @@ def write_report(
     _check_targets(Path(result_dir), pdf=pdf, force=force)
     if pdf:
         require_browser(browser, target=Path(result_dir) / REPORT_PDF)
-    text = render_result_dir(result_dir)
+    text = render_result_dir(result_dir, anonymize=anonymize)
     return save_report(text, result_dir, pdf=pdf, force=force, browser=browser)

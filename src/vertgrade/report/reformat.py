@@ -31,11 +31,13 @@ from vertgrade.study import Volume
 
 __all__ = [
     "CurvedSheet",
+    "PlaneView",
     "anterior_directions",
     "curved_sheet",
     "document_centreline",
     "frame_from_dict",
     "plane_trace",
+    "plane_view",
     "sample_world",
     "slice_points",
 ]
@@ -277,6 +279,108 @@ def curved_sheet(
     offsets = step_mm * np.arange(-n_post, n_ant + 1, dtype=np.float64)
     points = centre[:, None, :] + offsets[None, :, None] * a[:, None, :]
     return CurvedSheet(points, arc, offsets, centre, a)
+
+
+# --- coronal and sagittal views that keep the world's angles ----------------------------------
+
+# World axis index of each view's columns and of its depth (RAS+: x right, y anterior, z up).
+_VIEW_AXES: dict[str, tuple[int, int]] = {"coronal": (0, 1), "sagittal": (1, 0)}
+
+
+@dataclass(frozen=True)
+class PlaneView:
+    """Sample points of a coronal or sagittal view that follows the spine in depth.
+
+    Row ``i`` is the world height ``z_mm[i]`` (superior first); column ``j`` the world coordinate
+    ``across_mm[j]`` (``x`` for the coronal view, ``y`` for the sagittal one); the depth (``y``,
+    resp. ``x``) of each row is the centreline's at that height, plus ``slab_mm``. Unlike the
+    curved reformat, rows and columns are world axes: an angle drawn on the view is the angle
+    in the patient's coronal (sagittal) plane, the projection the Cobb angles (kyphosis,
+    lordosis) are measured in (:mod:`vertgrade.alignment`).
+
+    Attributes
+    ----------
+    view : {"coronal", "sagittal"}
+    points_mm : (D, R, C, 3) float ndarray
+        World points (RAS+ mm), one sheet per depth of ``slab_mm``.
+    z_mm : (R,) float ndarray
+        Decreasing: superior first.
+    across_mm : (C,) float ndarray
+        Increasing.
+    depth_mm : (R,) float ndarray
+        The centreline's depth at each row.
+    slab_mm : (D,) float ndarray
+        Depth offsets of the sheets (averaged into one image).
+    """
+
+    view: str
+    points_mm: NDArray[np.float64]
+    z_mm: NDArray[np.float64]
+    across_mm: NDArray[np.float64]
+    depth_mm: NDArray[np.float64]
+    slab_mm: NDArray[np.float64]
+
+    @property
+    def across_axis(self) -> int:
+        """World axis of the columns (0: ``x``, 1: ``y``)."""
+        return _VIEW_AXES[self.view][0]
+
+
+def plane_view(
+    centreline_mm: ArrayLike,
+    view: str,
+    *,
+    across_mm: tuple[float, float],
+    margin_mm: float,
+    step_mm: float,
+    slab_mm: Sequence[float] = (0.0,),
+) -> PlaneView:
+    """Sample points of a coronal or sagittal view along a centreline (see :class:`PlaneView`).
+
+    Parameters
+    ----------
+    centreline_mm : (N, 3) array-like
+        World mm, N >= 2.
+    view : {"coronal", "sagittal"}
+    across_mm : (float, float)
+        The range of the columns, in world ``x`` (coronal) or ``y`` (sagittal).
+    margin_mm : float
+        How far the rows reach above and below the centreline's ends.
+    step_mm : float
+        Spacing of rows and columns.
+    slab_mm : sequence of float
+        Depth offsets of the sheets to average (a thin slab smooths the view).
+
+    Returns
+    -------
+    PlaneView
+
+    Examples
+    --------
+    >>> line = np.array([[0.0, 10.0, 0.0], [0.0, 20.0, -10.0]])
+    >>> v = plane_view(line, "coronal", across_mm=(-1.0, 1.0), margin_mm=0.0, step_mm=5.0)
+    >>> v.points_mm.shape, v.points_mm[0, :, 0].tolist()
+    ((1, 3, 1, 3), [[-1.0, 10.0, 0.0], [-1.0, 15.0, -5.0], [-1.0, 20.0, -10.0]])
+    """
+    if view not in _VIEW_AXES:
+        raise ValueError(f"view must be 'coronal' or 'sagittal', got {view!r}")
+    c = np.asarray(centreline_mm, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != 3 or len(c) < 2:
+        raise ValueError(f"centreline must be (N >= 2, 3), got {c.shape}")
+    across_axis, depth_axis = _VIEW_AXES[view]
+    order = np.argsort(c[:, 2], kind="stable")
+    zs, depths = c[order, 2], c[order, depth_axis]
+    n_rows = int(np.floor((zs[-1] - zs[0] + 2 * margin_mm) / step_mm + 1e-9)) + 1
+    z = zs[-1] + margin_mm - step_mm * np.arange(n_rows, dtype=np.float64)
+    depth = np.interp(z, zs, depths)  # held constant beyond the ends
+    n_cols = int(np.floor((across_mm[1] - across_mm[0]) / step_mm + 1e-9)) + 1
+    across = across_mm[0] + step_mm * np.arange(n_cols, dtype=np.float64)
+    slab = np.asarray(slab_mm, dtype=np.float64).reshape(-1)
+    pts = np.zeros((len(slab), n_rows, n_cols, 3), dtype=np.float64)
+    pts[..., 2] = z[None, :, None]
+    pts[..., across_axis] = across[None, None, :]
+    pts[..., depth_axis] = depth[None, :, None] + slab[:, None, None]
+    return PlaneView(view, pts, z, across, depth, slab)
 
 
 # --- what a result document gives -------------------------------------------------------------

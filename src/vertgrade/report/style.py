@@ -14,11 +14,20 @@ Examples
 ((46, 157, 69), (154, 154, 154))
 >>> grade_css_variables()
 '--g0: #2e9d45; --g1: #f2c200; --g2: #f07f13; --g3: #d7263d; --gna: #9a9a9a;'
+
+A confidence is shown one way in every output (:func:`confidence_text`): rounded once with
+Python's ``round(value, 2)`` and written with two decimals.
+
+>>> confidence_text(0.295), confidence_text(1.0), confidence_text(None)
+('0.29', '1.00', 'n/a')
 """
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
+    "ALIGNMENT_COLOURS",
     "CT_WINDOW_HU",
     "GRADE_COLOURS",
     "LOSS_ABOVE_COLOUR",
@@ -28,6 +37,7 @@ __all__ = [
     "MEASURED_COLOUR",
     "OTHER_BODY_COLOUR",
     "REFERENCE_COLOUR",
+    "confidence_text",
     "grade_colour",
     "grade_css_variables",
     "grade_rgb",
@@ -67,6 +77,10 @@ LOSS_ZERO_COLOUR = "#f7f7f7"
 #: The loss map's colour at the high end of :data:`LOSS_RANGE_PCT` (beyond grade 3).
 LOSS_ABOVE_COLOUR = "#5c0a16"
 
+#: Endplate lines of the alignment figure, one colour per curve (coronal) or angle (sagittal:
+#: kyphosis, then lordosis): none of them a grade colour, all visible on grey CT.
+ALIGNMENT_COLOURS: tuple[str, ...] = ("#ff4fd8", "#4fc3ff", "#ffffff")
+
 # CSS custom property of each grade in the report's style sheet (``var(--g0)`` ...).
 _CSS_NAMES: dict[int | None, str] = {0: "g0", 1: "g1", 2: "g2", 3: "g3", None: "gna"}
 
@@ -98,3 +112,18 @@ def grade_css_variables() -> str:
     '--g0: #2e9d45'
     """
     return " ".join(f"--{_CSS_NAMES[g]}: {c};" for g, c in GRADE_COLOURS.items())
+
+
+def confidence_text(value: float | None) -> str:
+    """A grade's confidence as every output shows it: ``round(value, 2)`` with two decimals;
+    ``"n/a"`` for ``None`` or a value that is not finite.
+
+    Rounding happens once, here, from the value as the result holds it: ``0.295`` gives
+    ``0.29`` (Python rounds the binary value, which lies just below 0.295).
+
+    >>> confidence_text(0.8749), confidence_text(0.875), confidence_text(float("nan"))
+    ('0.87', '0.88', 'n/a')
+    """
+    if value is None or not math.isfinite(float(value)):
+        return "n/a"
+    return f"{round(float(value), 2):.2f}"
