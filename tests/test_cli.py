@@ -103,7 +103,7 @@ def test_demo(tmp_path: Path) -> None:
     for name in ("result.json", "vertebrae.csv", "bodies.nii.gz"):
         assert (out / "result" / name).is_file()
     again = runner.invoke(app, ["demo", "-o", str(out)])
-    assert again.exit_code == 2 and "--force" in again.stderr
+    assert again.exit_code == 3 and "--force" in again.stderr
 
 
 def test_phantom_rejects_bad_fracture(tmp_path: Path) -> None:
@@ -227,7 +227,7 @@ def test_grade_from_dicom_with_dicom_outputs(tmp_path: Path) -> None:
             "--dicom-out",
         ],
     )
-    assert bad.exit_code == 2 and "need a DICOM series" in bad.stderr
+    assert bad.exit_code == 3 and "need a DICOM series" in bad.stderr
 
 
 @pytest.mark.slow
@@ -331,7 +331,7 @@ def test_synthesis_commands_end_to_end(tmp_path: Path) -> None:
             str(tmp_path / "missing.safetensors"),
         ],
     )
-    assert bad.exit_code == 2 and "missing.safetensors" in bad.stderr
+    assert bad.exit_code == 3 and "missing.safetensors" in bad.stderr
 
 
 def _spine_result():  # type: ignore[no-untyped-def]

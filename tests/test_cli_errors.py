@@ -40,7 +40,7 @@ def _run(args: list[str]):  # type: ignore[no-untyped-def]
 
 
 def _check_error(res, name: str) -> None:  # type: ignore[no-untyped-def]
-    assert res.exit_code == 2, res.output
+    assert res.exit_code == 3, res.output
     err = res.stderr.strip()
     assert err.startswith("error: "), err
     assert len(err.splitlines()) == 1, err

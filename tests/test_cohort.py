@@ -31,6 +31,7 @@ from vertgrade.cohort import (
     discover_studies,
     read_cohort_table,
     run_cohort,
+    skipped_folders,
 )
 from vertgrade.errors import InputError, OutputError
 from vertgrade.phantom import make_phantom, write_phantom
@@ -465,6 +466,10 @@ def test_discovery_finds_verse_totalsegmentator_and_phantom_layouts(tmp_path: Pa
         "verse/rawdata/sub-c/sub-c_ct.nii.gz",
         "verse20/sub-gl003_dir-ax_ct.nii.gz",
         "verse20/sub-gl003_dir-ax_seg-vert_msk.nii.gz",
+        # SPINEPS / TPTBox: entities after seg-vert, the subregion mask as bodies
+        "tpt/sub-ct_label-22_ct.nii.gz",
+        "tpt/sub-ct_seg-vert_label-22_msk.nii.gz",
+        "tpt/sub-ct_seg-subreg_label-22_msk.nii.gz",
         # TotalSegmentator: CT beside a per-structure folder, with the vertebrae_body mask
         "ts1/ct.nii.gz",
         "ts1/seg/vertebrae_L1.nii.gz",
@@ -496,6 +501,8 @@ def test_discovery_finds_verse_totalsegmentator_and_phantom_layouts(tmp_path: Pa
         ("sub-a", "verse/rawdata/sub-a/sub-a_ct.nii.gz",
          "verse/derivatives/sub-a/sub-a_seg-vert_msk.nii.gz", None),
         ("sub-b", None, "verse/derivatives/sub-b/sub-b_seg-vert_msk.nii.gz", None),
+        ("sub-ct_label-22", "tpt/sub-ct_label-22_ct.nii.gz",
+         "tpt/sub-ct_seg-vert_label-22_msk.nii.gz", "tpt/sub-ct_seg-subreg_label-22_msk.nii.gz"),
         ("sub-gl003_dir-ax", "verse20/sub-gl003_dir-ax_ct.nii.gz",
          "verse20/sub-gl003_dir-ax_seg-vert_msk.nii.gz", None),
         ("ts1", "ts1/ct.nii.gz", "ts1/seg", "ts1/seg/vertebrae_body.nii.gz"),
@@ -508,6 +515,35 @@ def test_discovery_finds_verse_totalsegmentator_and_phantom_layouts(tmp_path: Pa
     assert _table(discover_studies(tmp_path / "site" / "p01"), tmp_path) == [
         ("p01", "site/p01/ct.nii.gz", "site/p01/labels.nii.gz", None)
     ]
+
+
+def test_folders_with_images_but_no_study_are_listed_with_the_reason(tmp_path: Path) -> None:
+    _touch(
+        tmp_path,
+        "site/p01/ct.nii.gz",
+        "site/p01/labels.nii.gz",
+        "ts1/ct.nii.gz",
+        "ts1/seg/vertebrae_L1.nii.gz",
+        "ts1/seg/liver.nii.gz",  # in the labels folder: part of the study
+        "orphan/ct.nii.gz",
+        "odd/scan.mha",
+        "odd/mask.nrrd",
+        "docs/notes.txt",  # no image: not listed
+        ".hidden/ct.nii.gz",
+    )
+    specs = discover_studies(tmp_path)
+    skipped = [(str(p.relative_to(tmp_path)), why) for p, why in skipped_folders(tmp_path, specs)]
+    assert [p for p, _ in skipped] == ["odd", "orphan"]
+    assert "not recognised as a study (mask.nrrd, scan.mha)" in skipped[0][1]
+    assert "a CT (ct.nii.gz) without vertebra labels" in skipped[1][1]
+    # a CSV names its studies: nothing is skipped
+    assert skipped_folders(tmp_path / "x.csv", specs) == []
+    from typer.testing import CliRunner
+
+    from vertgrade.cli import app
+
+    res = CliRunner().invoke(app, ["cohort", str(tmp_path / "nothing-here")])
+    assert res.exit_code == 3 and "no such file or folder" in res.stderr
 
 
 @pytest.mark.parametrize(
@@ -589,16 +625,22 @@ def _expected_real_cases(data_dir: Path) -> dict[str, tuple[Path | None, Path, P
     """subject -> (ct, labels, bodies) of every case folder in ``data_dir``, from its files.
 
     An oracle independent of discovery's rules, for the layouts the shared data uses: a VerSe
-    mask ``sub-*_seg-vert_msk.nii.gz`` is a subject (with ``<subject>_ct.nii.gz`` beside it if
-    there), a TotalSegmentator ``*vertebrae_pp*.nii.gz`` makes its folder a subject (with its
-    ``*ct.nii.gz`` and ``*vertebrae_body.nii.gz``); a folder with neither is no study.
+    or SPINEPS mask ``sub-*_seg-vert[_label-N]_msk.nii.gz`` is a subject (with its
+    ``sub-*[_label-N]_ct.nii.gz`` beside it if there, and a ``seg-subreg`` mask of the same
+    name as bodies), a TotalSegmentator ``*vertebrae_pp*.nii.gz`` makes its folder a subject
+    (with its ``*ct.nii.gz`` and ``*vertebrae_body.nii.gz``); a folder with neither is no study.
     """
     expected: dict[str, tuple[Path | None, Path, Path | None]] = {}
     for folder in sorted(p for p in data_dir.iterdir() if p.is_dir() and p.name[0] != "."):
-        for mask in sorted(folder.glob("sub-*_seg-vert_msk.nii.gz")):
-            subject = mask.name.removesuffix("_seg-vert_msk.nii.gz")
+        for mask in sorted(folder.glob("sub-*_seg-vert*_msk.nii.gz")):
+            subject = mask.name.removesuffix("_msk.nii.gz").replace("_seg-vert", "")
             ct = folder / f"{subject}_ct.nii.gz"
-            expected[subject] = (ct.resolve() if ct.is_file() else None, mask.resolve(), None)
+            sub = folder / mask.name.replace("_seg-vert", "_seg-subreg")
+            expected[subject] = (
+                ct.resolve() if ct.is_file() else None,
+                mask.resolve(),
+                sub.resolve() if sub.is_file() else None,
+            )
         for labels in sorted(folder.glob("*vertebrae_pp*.nii.gz")):
             cts = sorted(folder.glob("*ct.nii.gz"))
             bodies = sorted(folder.glob("*vertebrae_body.nii.gz"))
@@ -616,7 +658,7 @@ def test_discovery_of_the_shared_real_cases(data_dir: Path) -> None:
     specs = {s.subject: s for s in discover_studies(data_dir)}
     expected = _expected_real_cases(data_dir)
     assert expected, f"no case folders found in {data_dir}"
-    # e.g. tptbox-l3's mask is not named like a VerSe mask: its CT alone is not a study
+    # tptbox-l3 (SPINEPS names) is found with its subregion mask as the bodies
     assert {s: (v.ct, v.labels, v.bodies) for s, v in specs.items()} == expected
     # every subject with expert grades is among them, labels-only where its CT is missing
     import csv

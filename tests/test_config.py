@@ -116,7 +116,7 @@ def test_grade_with_a_params_file_records_it(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("threshold = 0.1\n")
     res = runner.invoke(app, [*args, "-o", str(tmp_path / "bad"), "--params", str(bad)])
-    assert res.exit_code == 2 and "unknown parameter 'threshold'" in res.stderr
+    assert res.exit_code == 3 and "unknown parameter 'threshold'" in res.stderr
     assert str(bad) in res.stderr and not (tmp_path / "bad").exists()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -603,6 +604,22 @@ def test_terminal_tables(table_eval: Evaluation) -> None:
     acc = table_eval.metric("accuracy")
     assert f"0.67 [{acc.ci_low:.2f}, {acc.ci_high:.2f}]" in text
     assert "bootstrap over patients, 500 resamples" in text
+    # three patients: the caption says the intervals mean little, and why
+    assert "Caution: only 3 patients" in text
+    assert "500 resamples repeat only 10 distinct draws" in text
+
+
+def test_caution_only_with_few_patients(table_eval: Evaluation) -> None:
+    """C(2n-1, n) distinct resamples; a caution below 20 patients, none from 20 on, none
+    without intervals; written to metrics.json."""
+    assert table_eval.distinct_resamples == 10  # C(5, 3)
+    assert table_eval.to_dict()["bootstrap"]["caution"] == table_eval.caution
+    assert table_eval.caution is not None and "only 3 patients" in table_eval.caution
+    big = evaluate(*_cohort(20), n_boot=200, seed=0)
+    assert big.caution is None and big.distinct_resamples == math.comb(39, 20)
+    assert evaluate(*_table_inputs(), n_boot=0).caution is None
+    few = evaluate(*_cohort(12), n_boot=200, seed=0)
+    assert few.caution is not None and "distinct" not in few.caution  # C(23, 12) > 200
 
 
 # --- the real cases ------------------------------------------------------------------------------

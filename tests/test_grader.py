@@ -285,4 +285,4 @@ def test_train_grader_command(cohort, tmp_path: Path) -> None:
     again = CliRunner().invoke(
         app, ["train-grader", *map(str, dirs), "--grades", str(grades), "-o", str(out)]
     )
-    assert again.exit_code == 2 and "g.json" in again.stderr
+    assert again.exit_code == 3 and "g.json" in again.stderr

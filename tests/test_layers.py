@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("phantom",),  # synthetic spines with known truth
     ("evaluation",),  # metrics against expert grades
     ("synthesis",),  # the learned add-on: generator, SynthesisReference, SVM grader
+    ("segment",),  # labels from a CT alone: the segmenter step (TotalSegmentator)
     ("workflow",),  # load -> grade -> grader -> write -> report -> DICOM
     ("cohort",),  # many studies on Dask
     ("__init__",),  # the public API

@@ -1,13 +1,30 @@
 """The ``vertgrade`` command line: a thin layer over the Python API.
 
-Every failure ends with one line ``error: <file>: <problem>`` on stderr and a non-zero exit
-status (2 for bad input or output locations, 3 for anything unexpected; ``--debug`` shows the
-traceback of the latter).
+Every failure ends with one line ``error: <file>: <problem>`` on stderr and an exit status that
+says what kind of failure it was (:data:`EXIT_CODES`; ``--debug`` shows the traceback of an
+internal error):
+
+====  ==========================================================================================
+0     done
+1     done, but some studies of a cohort failed (listed in its ``failures.csv``)
+2     usage error: an unknown option, a bad value, options that do not go together
+3     input error: a file or folder that cannot be used (named in the message), an output
+      folder in the way, a bad parameters, model or grader file
+4     setup error: an optional package, a segmenter's weights or the browser is missing (the
+      message names the command that installs it)
+5     internal error (a bug: please report it with the ``--debug`` traceback)
+130   interrupted (Ctrl-C)
+====  ==========================================================================================
+
+Logging goes to stderr: warnings by default, ``-v`` adds each step, ``-vv`` debug detail,
+``-q`` only errors (and no progress bars). Progress bars are drawn on stderr when it is a
+terminal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -15,7 +32,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vertgrade.errors import VertgradeError
+from vertgrade.errors import InputError, SetupError, VertgradeError
 
 if TYPE_CHECKING:
     from vertgrade.config import GradingConfig
@@ -23,6 +40,18 @@ if TYPE_CHECKING:
     from vertgrade.workflow import GradeOptions
 
 T = TypeVar("T")
+
+#: Exit status -> meaning (the module docstring's table; ``vertgrade --help`` shows it).
+EXIT_CODES = {
+    0: "done",
+    1: "done, some studies of a cohort failed",
+    2: "usage error",
+    3: "input error (a file or folder that cannot be used)",
+    4: "setup error (an optional package, model weights or the browser missing)",
+    5: "internal error",
+    130: "interrupted",
+}
+EXIT_USAGE, EXIT_INPUT, EXIT_SETUP, EXIT_INTERNAL = 2, 3, 4, 5
 
 
 def _help_types() -> None:
@@ -60,13 +89,16 @@ app = typer.Typer(
     help="Grade osteoporotic vertebral compression fractures on spine CT, interpretably: "
     "height of every vertebral body over its whole footprint, healthy reference from its "
     "neighbours, relative height loss (RHLV), Genant grade and type.",
+    epilog="Exit status: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items()) + ".",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 _out = Console()
 _err = Console(stderr=True)
 _DEBUG = {"on": False}
+#: The global verbosity: -1 quiet, 0 default, 1 ``-v``, 2 ``-vv``.
+_VERBOSITY = {"level": 0}
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -80,14 +112,69 @@ def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
     except typer.Exit:
         raise
-    except VertgradeError as err:
-        _fail(str(err), 2)
+    except SetupError as err:
+        _fail(str(err), EXIT_SETUP)
+    except (InputError, VertgradeError) as err:
+        _fail(str(err), EXIT_INPUT)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as err:
         if _DEBUG["on"]:
             raise
-        _fail(f"internal error: {type(err).__name__}: {err} (rerun with --debug for details)", 3)
+        _fail(
+            f"internal error: {type(err).__name__}: {err} (rerun with --debug for details)",
+            EXIT_INTERNAL,
+        )
+
+
+def _configure_logging(verbosity: int) -> None:
+    """Log vertgrade's messages to stderr at the level ``verbosity`` asks for."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = RichHandler(
+        console=_err, show_time=False, show_path=verbosity >= 2, markup=False, rich_tracebacks=False
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("vertgrade")
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    # propagating would print each message twice wherever the root logger has a handler of
+    # its own; the CLI's handler is the only one vertgrade's messages need
+    log.propagate = False
+
+
+def _quiet(local: bool = False) -> bool:
+    """Whether a command prints only errors (its own ``--quiet`` or the global one)."""
+    return local or _VERBOSITY["level"] < 0
+
+
+@contextmanager
+def _progress_bar(description: str, *, quiet: bool = False) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr for one long step; yields ``update(done, total, text)``.
+
+    Drawn only where stderr is a terminal and the command is not quiet; it disappears when the
+    step ends.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    shown = not _quiet(quiet) and _err.is_terminal
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=_err,
+        transient=True,
+        disable=not shown,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: float, total: float | None, text: str | None = None) -> None:
+            bar.update(task, completed=done, total=total, description=text or description)
+
+        yield update
 
 
 def _version(value: bool) -> None:
@@ -106,8 +193,20 @@ def main(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks of internal errors.")
     ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="Say each step (-vv: debug detail) on stderr."
+        ),
+    ] = 0,
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="Only errors on stderr: no warnings, no progress bars."),
+    ] = False,
 ) -> None:
     _DEBUG["on"] = debug
+    _VERBOSITY["level"] = -1 if quiet else min(verbose, 2)
+    _configure_logging(_VERBOSITY["level"])
 
 
 #: The order in which columns are dropped to fit a narrow terminal (first dropped first): a
@@ -137,13 +236,16 @@ def _table_rows(
     colours = {0: "green", 1: "yellow", 2: "dark_orange", 3: "red"}
     rows = []
     for v in result.vertebrae:
+        # a vertebra that is not gradable shows why, not numbers that would read as measured
+        measured = v.status == "graded"
         row = {
             "level": v.level,
             "grade": "n/a" if v.grade is None else f"[{colours[v.grade]}]{v.grade}[/]",
             "type": v.fracture_type or "",
-            "RHLV a/m/p %": trio(v.rhlv, 100, "{:.0f}"),
-            "height a/m/p mm": trio(v.heights_mm),
-            "conf": "-" if v.confidence is None else f"{v.confidence:.2f}",
+            "RHLV a/m/p %": trio(v.rhlv, 100, "{:.0f}") if measured else "-",
+            "height a/m/p mm": trio(v.heights_mm) if measured else "-",
+            # rounded once, as result.json and the report round it
+            "conf": "-" if v.confidence is None else f"{round(v.confidence, 2):.2f}",
             "HU": "-" if v.hu_trabecular is None else f"{v.hu_trabecular:.0f}",
             "flags / reason": v.reason or ", ".join(v.flags),
         }
@@ -225,8 +327,9 @@ def grade(
     input: Annotated[
         Path | None,
         typer.Argument(
-            help="CT (NIfTI in HU, or a DICOM series folder) or a VerSe subject folder. "
-            "Omit for labels only."
+            help="CT (NIfTI, MHA, NRRD or MGZ in HU, or a DICOM series folder) or a VerSe / "
+            "SPINEPS subject folder. Without --labels, the CT's vertebrae are segmented with "
+            "TotalSegmentator (the totalseg extra). Omit for labels only."
         ),
     ] = None,
     labels: Annotated[
@@ -246,8 +349,9 @@ def grade(
         Path | None,
         typer.Option(
             "--bodies",
-            help="Vertebral body mask (e.g. TotalSegmentator "
-            "vertebrae_body, 1 = body); replaces vertgrade's own body isolation.",
+            help="Vertebral body mask: TotalSegmentator vertebrae_body (1 = body) or a "
+            "SPINEPS / TPTBox subregion mask (49 + 50 = body), told apart by its labels; "
+            "replaces vertgrade's own body isolation.",
         ),
     ] = None,
     label_format: Annotated[
@@ -273,7 +377,11 @@ def grade(
     ] = False,
     anonymize: Annotated[
         bool,
-        typer.Option("--anonymize", help="Replace patient and study identifiers in DICOM outputs."),
+        typer.Option(
+            "--anonymize",
+            help="Leave patient and study identifiers out of the report; replace them in "
+            "DICOM outputs.",
+        ),
     ] = False,
     reference: Annotated[
         str,
@@ -295,7 +403,29 @@ def grade(
             "kept beside it.",
         ),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda (synthesis).")] = "cpu",
+    device: Annotated[
+        str, typer.Option("--device", help="cpu or cuda (segmentation, synthesis).")
+    ] = "cpu",
+    segment_task: Annotated[
+        str,
+        typer.Option(
+            "--segment-task",
+            help="Without --labels: TotalSegmentator's 'total' task (its vertebrae) or "
+            "'vertebrae' (vertebrae_pp_refined, VerSe numbering).",
+        ),
+    ] = "total",
+    segment_bodies: Annotated[
+        bool,
+        typer.Option(
+            "--segment-bodies",
+            help="Without --labels: also segment the bodies (TotalSegmentator vertebrae_body) "
+            "and use them as --bodies.",
+        ),
+    ] = False,
+    segment_fast: Annotated[
+        bool,
+        typer.Option("--segment-fast", help="Without --labels: the 3 mm 'total' model (faster)."),
+    ] = False,
     report: Annotated[
         bool,
         typer.Option("--report", help="Also write report.html (figures of every vertebra)."),
@@ -317,10 +447,12 @@ def grade(
     """Grade every vertebra of a spine CT.
 
     Writes result.json, vertebrae.csv, alignment.csv and bodies.nii.gz (report.html with
-    --report, DICOM outputs with --dicom-out).
+    --report, DICOM outputs with --dicom-out; segmentation/ when the labels were made from the
+    CT).
     """
     import warnings
 
+    from vertgrade.segment import SegmentOptions
     from vertgrade.workflow import StudyInputs, grade_to_folder
 
     options = _options(
@@ -334,26 +466,55 @@ def grade(
         pdf=pdf,
         dicom_out=dicom_out,
         anonymize=anonymize,
+        segment=SegmentOptions(
+            task=segment_task,  # type: ignore[arg-type]  # checked by _options
+            bodies=segment_bodies,
+            fast=segment_fast,
+            device=device,
+        ),
     )
     if input is None and labels is None:
-        _fail("give a CT, a VerSe folder, or --labels", 2)
+        _fail("give a CT, a VerSe folder, or --labels", EXIT_USAGE)
     inputs = StudyInputs(ct=input, labels=labels, bodies=bodies, subject=subject, series_uid=series)
-    with warnings.catch_warnings(record=True) as caught:
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        _progress_bar("grading", quiet=quiet) as update,
+    ):
         warnings.simplefilter("always")
-        outcome = _run(grade_to_folder, inputs, output, options, force=force)
-    for w in caught:
-        _err.print(f"warning: {w.message}", markup=False, highlight=False, soft_wrap=True)
+        outcome = _run(
+            grade_to_folder,
+            inputs,
+            output,
+            options,
+            force=force,
+            progress=lambda ev: update(ev.done, ev.total, _STAGE_TEXT.get(ev.stage, ev.stage)),
+        )
+    if not _quiet():
+        for w in caught:
+            _err.print(f"warning: {w.message}", markup=False, highlight=False, soft_wrap=True)
     result = outcome.result
-    if not quiet:
+    if not _quiet(quiet):
         _print_table(_out, result)
         if result.alignment is not None:
             for line in result.alignment.describe():
                 _out.print(f"alignment: {line}", markup=False, highlight=False)
         for note in result.notes:
             _out.print(f"[dim]note: {note}[/]")
+        seg = " and segmentation/" if "segmentation" in result.provenance else ""
         _out.print(
-            f"results in {output}/ (result.json, vertebrae.csv, alignment.csv, bodies.nii.gz)"
+            f"results in {output}/ (result.json, vertebrae.csv, alignment.csv, bodies.nii.gz{seg})"
         )
+
+
+#: What the progress bar says during each stage of ``grade``.
+_STAGE_TEXT = {
+    "segment": "segmenting the vertebrae (TotalSegmentator)",
+    "geometry": "frames of the vertebrae",
+    "measure": "measuring the bodies",
+    "write": "writing the results",
+    "report": "drawing the report",
+    "dicom": "writing the DICOM outputs",
+}
 
 
 def _options(params: Path | None, **options: Any) -> GradeOptions:
@@ -364,7 +525,7 @@ def _options(params: Path | None, **options: Any) -> GradeOptions:
     try:
         opts.check()
     except ValueError as err:
-        _fail(str(err), 2)
+        _fail(str(err), EXIT_USAGE)
     return opts
 
 
@@ -378,7 +539,7 @@ def _grading_config(params: Path | None) -> GradingConfig:
     try:
         return config_from_dict(values)
     except ValueError as err:
-        _fail(f"{params}: {err}", 2)
+        _fail(f"{params}: {err}", EXIT_INPUT)
 
 
 @app.command("params")
@@ -400,7 +561,7 @@ def _parse_spacing(text: str) -> tuple[float, float, float]:
     if len(parts) == 1:
         parts = parts * 3
     if len(parts) != 3 or min(parts) <= 0:
-        _fail(f"--spacing: {text!r} is not one or three positive numbers such as 3,1,1", 2)
+        _fail(f"--spacing: {text!r} is not one or three positive numbers such as 3,1,1", EXIT_USAGE)
     return (parts[0], parts[1], parts[2])
 
 
@@ -459,11 +620,11 @@ def phantom(
     try:
         specs = [FractureSpec.parse(f) for f in (fracture or [])]
     except ValueError as err:
-        _fail(f"--fracture: {err}", 2)
+        _fail(f"--fracture: {err}", EXIT_USAGE)
     try:
         curves = [ScoliosisSpec.parse(c) for c in (scoliosis or [])]
     except ValueError as err:
-        _fail(f"--scoliosis: {err}", 2)
+        _fail(f"--scoliosis: {err}", EXIT_USAGE)
     try:
         ph = make_phantom(
             levels,
@@ -476,7 +637,7 @@ def phantom(
             scoliosis=curves,
         )
     except ValueError as err:
-        _fail(str(err), 2)
+        _fail(str(err), EXIT_USAGE)
     _run(_write_phantom_checked, write_phantom, ph, output, force)
     _out.print(f"phantom {levels} ({orientation.upper()}, {spacing} mm) written to {output}/")
 
@@ -577,9 +738,11 @@ def evaluate(
     predictions = _run(ev_mod.collect_predictions, results)
     ev = _run(ev_mod.evaluate, predictions, truth, n_boot=n_boot, seed=seed)
     _run(ev_mod.write_evaluation, ev, output, force=force)
-    if not quiet:
+    if not _quiet(quiet):
         _out.print(ev_mod.evaluation_table(ev))
         _out.print(ev_mod.confusion_table(ev))
+    elif ev.caution:
+        _err.print(f"caution: {ev.caution}", markup=False, highlight=False, soft_wrap=True)
     _out.print(f"evaluation in {output}/ ({', '.join(ev_mod.EVALUATION_FILES)})")
 
 
@@ -589,11 +752,15 @@ def report(
     pdf: Annotated[
         bool, typer.Option("--pdf", help="Also write report.pdf (needs Chromium).")
     ] = False,
+    anonymize: Annotated[
+        bool,
+        typer.Option("--anonymize", help="Leave patient and study identifiers out of the report."),
+    ] = False,
 ) -> None:
     """(Re)write report.html (and report.pdf) of a result folder."""
     from vertgrade.report.html import write_report
 
-    written = _run(write_report, result_dir, pdf=pdf, force=True)
+    written = _run(write_report, result_dir, pdf=pdf, force=True, anonymize=anonymize)
     _out.print("written: " + ", ".join(str(p) for p in written))
 
 
@@ -668,7 +835,7 @@ def cohort(
         TimeRemainingColumn,
     )
 
-    from vertgrade.cohort import CohortProgress, discover_studies, run_cohort
+    from vertgrade.cohort import CohortProgress, discover_studies, run_cohort, skipped_folders
 
     options = _options(
         params,
@@ -680,6 +847,8 @@ def cohort(
         report=report,
     )
     specs = _run(discover_studies, input)
+    for folder, why in skipped_folders(input, specs):
+        _err.print(f"skipped: {folder}: {why}", markup=False, highlight=False, soft_wrap=True)
     try:  # Ctrl-C anywhere here (the progress display included) is one line and exit 130
         with Progress(
             TextColumn("{task.description}"),
@@ -730,14 +899,31 @@ def synthesis_data(
     ),
     force: Annotated[bool, typer.Option("--force", help="Overwrite the samples folder.")] = False,
 ) -> None:
-    """Straighten studies into training samples for the synthesis model."""
+    """Straighten studies into training samples for the synthesis model.
+
+    A study that cannot be used (no CT, an unreadable file) is skipped with a line saying why,
+    and listed under "skipped" in samples.json; none usable is an error.
+    """
     from vertgrade.synthesis.data import build_samples
 
     specs: list[str | tuple[str, str]] = [
         (s.split(":", 1)[0], s.split(":", 1)[1]) if ":" in s else s for s in studies
     ]
-    _run(build_samples, specs, grades, output, force=force)
-    _out.print(f"samples in {output}/")
+    skipped: list[tuple[str, str]] = []
+    with _progress_bar("straightening") as update:
+        _run(
+            build_samples,
+            specs,
+            grades,
+            output,
+            force=force,
+            progress=lambda subject, done, total: update(done, total, f"{subject}"),
+            on_skip=lambda where, why: skipped.append((where, why)),
+        )
+    for where, why in skipped:
+        _err.print(f"skipped: {where}: {why}", markup=False, highlight=False, soft_wrap=True)
+    used = len(specs) - len(skipped)
+    _out.print(f"samples of {used} of {len(specs)} studies in {output}/", highlight=False)
 
 
 @app.command("train-synthesis")
@@ -787,7 +973,7 @@ def train_synthesis_cmd(
         cfg = _run(named_config, config)
         if shrm_pool is not None:
             if shrm_pool not in ("global", "rows"):
-                _fail(f"--shrm-pool must be global or rows, not {shrm_pool!r}", 2)
+                _fail(f"--shrm-pool must be global or rows, not {shrm_pool!r}", EXIT_USAGE)
             cfg = replace(cfg, shrm_pool=shrm_pool)
         if healthy_max_grade is not None:
             cfg = replace(cfg, healthy_max_grade=healthy_max_grade)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["InputError", "ModelFileError", "OutputError", "VertgradeError"]
+__all__ = ["InputError", "ModelFileError", "OutputError", "SetupError", "VertgradeError"]
 
 
 class VertgradeError(Exception):
@@ -34,3 +34,8 @@ class OutputError(InputError):
 
 class ModelFileError(InputError):
     """A model file is missing, corrupt or made for another configuration or version."""
+
+
+class SetupError(VertgradeError):
+    """This machine lacks something the feature asked for needs: an optional package, a
+    segmenter's model weights. The message names the command that installs it."""

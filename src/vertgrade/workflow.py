@@ -2,16 +2,18 @@
 
 :func:`grade_to_folder` runs, in order:
 
-1. check the output folder, the options and (with ``pdf``) the browser, and load the model and
-   grader files, all before any grading work, so that a bad option or file fails at once and
-   nothing is written;
-2. load the study (:func:`vertgrade.io.load.load_study_with_series`: NIfTI, VerSe,
+1. check the output folder, the options, (with ``pdf``) the browser and (for a CT without
+   labels) the segmenter, and load the model and grader files, all before any grading work, so
+   that a bad option or file fails at once and nothing is written;
+2. for a CT without labels, segment its vertebrae (:mod:`vertgrade.segment`:
+   TotalSegmentator), the files kept in the result folder's ``segmentation/``;
+3. load the study (:func:`vertgrade.io.load.load_study_with_series`: NIfTI, VerSe,
    TotalSegmentator, DICOM);
-3. grade it (:func:`vertgrade.grade_study`, with the neighbour reference or the learned
+4. grade it (:func:`vertgrade.grade_study`, with the neighbour reference or the learned
    synthesis reference);
-4. with a grader file, replace the threshold grades by the SVM's
+5. with a grader file, replace the threshold grades by the SVM's
    (:func:`vertgrade.synthesis.grader.apply_grader`; the threshold grade stays beside it);
-5. write ``result.json``, ``vertebrae.csv``, ``alignment.csv``, ``bodies.nii.gz``
+6. write ``result.json``, ``vertebrae.csv``, ``alignment.csv``, ``bodies.nii.gz``
    (:func:`vertgrade.report.files.write_result`), ``synthesis.json`` with the synthesis
    reference, ``report.html`` / ``report.pdf`` with ``report`` / ``pdf``, and the DICOM outputs
    with ``dicom_out``.
@@ -23,8 +25,11 @@ every worker and records them in its manifest.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
+import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +48,13 @@ from vertgrade.pipeline import ProgressEvent, grade_study
 from vertgrade.report.files import write_result
 from vertgrade.report.pdf import require_browser
 from vertgrade.result import SpineResult
+from vertgrade.segment import (
+    Segmentation,
+    SegmentOptions,
+    check_segmenter,
+    new_work_dir,
+    run_segmenter,
+)
 from vertgrade.study import Study
 from vertgrade.synthesis.grader import apply_grader, load_grader, write_synthesis_features
 from vertgrade.synthesis.reference import SynthesisReference
@@ -58,10 +70,13 @@ __all__ = [
     "StudyInputs",
     "grade_to_folder",
     "load_models",
+    "needs_segmentation",
     "options_sha256",
 ]
 
 ReferenceName = Literal["neighbours", "synthesis"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,8 +126,10 @@ class GradeOptions:
     report, pdf : bool
         Also write ``report.html`` (``pdf``: and ``report.pdf``, which needs Chromium).
     dicom_out, anonymize : bool
-        Also write the DICOM outputs into ``dicom/`` (a DICOM CT input only), with new
-        identifiers (``anonymize``).
+        Also write the DICOM outputs into ``dicom/`` (a DICOM CT input only); ``anonymize``
+        gives them new identifiers and leaves the patient's identifiers out of the report.
+    segment : SegmentOptions
+        How the labels are made where a CT is given without them (:mod:`vertgrade.segment`).
     """
 
     config: GradingConfig = field(default_factory=GradingConfig)
@@ -125,9 +142,11 @@ class GradeOptions:
     pdf: bool = False
     dicom_out: bool = False
     anonymize: bool = False
+    segment: SegmentOptions = field(default_factory=SegmentOptions)
 
     def check(self) -> None:
         """Raise ``ValueError`` (a usage error) for options that do not go together."""
+        self.segment.check()
         if self.label_format not in ("auto", "verse", "totalseg-total"):
             raise ValueError(
                 f"--label-format: {self.label_format!r} is not one of auto, verse, totalseg-total"
@@ -140,8 +159,11 @@ class GradeOptions:
             raise ValueError(
                 "--grader works on the synthesis features: add --reference synthesis --model"
             )
-        if self.anonymize and not self.dicom_out:
-            raise ValueError("--anonymize applies to DICOM outputs: add --dicom-out")
+        if self.anonymize and not (self.dicom_out or self.report or self.pdf):
+            raise ValueError(
+                "--anonymize applies to the report and the DICOM outputs: add --report, --pdf "
+                "or --dicom-out"
+            )
 
 
 @dataclass(frozen=True)
@@ -201,6 +223,7 @@ def options_sha256(options: GradeOptions) -> str:
         "model": file_sha256(options.model) if options.model is not None else None,
         "grader": file_sha256(options.grader) if options.grader is not None else None,
         "outputs": [options.report, options.pdf, options.dicom_out, options.anonymize],
+        "segment": {k: v for k, v in dataclasses.asdict(options.segment).items() if k != "device"},
     }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -252,6 +275,11 @@ def grade_to_folder(
     is_dicom = inputs.ct is not None and inputs.ct.exists() and is_dicom_path(inputs.ct)
     if (inputs.series_uid or opts.dicom_out) and not is_dicom:
         raise InputError(inputs.ct, "--series and --dicom-out need a DICOM series as input")
+    segmenting = needs_segmentation(inputs)
+    if segmenting:
+        if inputs.ct is not None and not inputs.ct.exists():
+            raise InputError(inputs.ct, "no such file or folder")
+        check_segmenter(opts.segment)
     if opts.pdf:
         require_browser(target=out / "report.pdf")
     loaded = models if models is not None else load_models(opts)
@@ -259,14 +287,48 @@ def grade_to_folder(
         raise ValueError("the synthesis reference needs its model loaded (load_models)")
     created = prepare_output_dir(out, force=force)
     study: Study | None = None
+    seg: Segmentation | None = None
+    work: Path | None = None
     try:
+        labels, bodies, label_format = inputs.labels, inputs.bodies, opts.label_format
+        if segmenting:
+            assert inputs.ct is not None
+            if progress is not None:
+                progress(ProgressEvent("segment", 0, 1))
+            logger.info(
+                "no labels given: segmenting %s with TotalSegmentator (tasks %s)",
+                inputs.ct,
+                ", ".join(opts.segment.totalseg_tasks),
+            )
+            work = new_work_dir(out)
+            seg = run_segmenter(
+                inputs.ct, opts.segment, work_dir=work, series_uid=inputs.series_uid
+            )
+            if progress is not None:
+                progress(ProgressEvent("segment", 1, 1))
+            labels, label_format = seg.labels, seg.label_format
+            bodies = bodies if bodies is not None else seg.bodies
         study, series = load_study_with_series(
             inputs.ct,
-            inputs.labels,
-            bodies=inputs.bodies,
-            label_format=opts.label_format,
+            labels,
+            bodies=bodies,
+            label_format=label_format,
             subject=inputs.subject,
             series_uid=inputs.series_uid,
+        )
+        if seg is not None:
+            # the provenance names the files where they will be: in the result folder
+            final = {"labels": out / SEGMENTATION_DIR / seg.labels.name}
+            if seg.bodies is not None and inputs.bodies is None:
+                final["bodies"] = out / SEGMENTATION_DIR / seg.bodies.name
+            study = dataclasses.replace(study, inputs={**study.inputs, **final})
+        logger.info(
+            "loaded %s: %d labelled vertebrae, %s grid %s, %s mm",
+            study.subject,
+            len(np.unique(study.labels.array)) - 1,
+            study.labels.orientation,
+            "x".join(map(str, study.labels.shape)),
+            "x".join(f"{s:.3g}" for s in study.labels.spacing),
         )
         reference = None
         if loaded.synthesiser is not None and opts.reference == "synthesis":
@@ -275,6 +337,8 @@ def grade_to_folder(
         if loaded.grader is not None:
             result = apply_grader(result, loaded.grader.grade(result), loaded.grader)
     except BaseException as err:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
         if created:
             with contextlib.suppress(OSError):
                 out.rmdir()
@@ -284,34 +348,69 @@ def grade_to_folder(
 
     # every output of the run is written into one staging folder and moved into place at the
     # end: all of them or none (io.files.output_transaction)
-    with output_transaction(out, force=force, owned=OWNED_OUTPUTS, created=created) as stage:
-        names = [p.name for p in write_result(result, stage)]
-        if reference is not None:
-            names.append(write_synthesis_features(result, reference, stage).name)
-        if opts.report or opts.pdf:
-            from vertgrade.report.html import render_report, save_report
+    logger.info("graded %s: %s", result.subject, _graded_line(result))
+    if progress is not None:
+        progress(ProgressEvent("write", 0, 1))
+    try:
+        with output_transaction(out, force=force, owned=OWNED_OUTPUTS, created=created) as stage:
+            names: list[str] = []
+            if seg is not None:
+                result = dataclasses.replace(
+                    result, provenance={**result.provenance, "segmentation": seg.provenance}
+                )
+            names += [p.name for p in write_result(result, stage)]
+            if seg is not None:  # after write_result, which wants the folder empty
+                seg = seg.moved(stage / SEGMENTATION_DIR)
+                names += [f"{SEGMENTATION_DIR}/{n}" for n in seg.provenance["files"].values()]
+            if reference is not None:
+                names.append(write_synthesis_features(result, reference, stage).name)
+            if opts.report or opts.pdf:
+                from vertgrade.report.html import render_report, save_report
 
-            names += [
-                p.name
-                for p in save_report(render_report(result, study), stage, pdf=opts.pdf, force=True)
-            ]
-        dicom_files: list[Path] = []
-        if opts.dicom_out:
-            if series is None:  # pragma: no cover - checked above
-                raise OutputError(out, "DICOM outputs need a DICOM series as input")
-            from vertgrade.report.dicom import write_dicom_outputs
+                if progress is not None:
+                    progress(ProgressEvent("report", 0, 1))
+                names += [
+                    p.name
+                    for p in save_report(
+                        render_report(result, study, series=series, anonymize=opts.anonymize),
+                        stage,
+                        pdf=opts.pdf,
+                        force=True,
+                    )
+                ]
+            dicom_files: list[Path] = []
+            if opts.dicom_out:
+                if series is None:  # pragma: no cover - checked above
+                    raise OutputError(out, "DICOM outputs need a DICOM series as input")
+                from vertgrade.report.dicom import write_dicom_outputs
 
-            dicom_files = write_dicom_outputs(
-                result,
-                series,
-                stage / "dicom",
-                anonymize=opts.anonymize,
-                ct=study.ct,
-                report_pdf=stage / "report.pdf" if opts.pdf else None,
-                force=True,
-            )
+                if progress is not None:
+                    progress(ProgressEvent("dicom", 0, 1))
+                dicom_files = write_dicom_outputs(
+                    result,
+                    series,
+                    stage / "dicom",
+                    anonymize=opts.anonymize,
+                    ct=study.ct,
+                    report_pdf=stage / "report.pdf" if opts.pdf else None,
+                    force=True,
+                )
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     files = [out / n for n in names] + [out / p.relative_to(stage) for p in dicom_files]
+    logger.info("wrote %d files into %s", len(files), out)
     return GradeOutcome(result, study, series, files)
+
+
+def _graded_line(result: SpineResult) -> str:
+    """One line of counts: how many vertebrae were graded, fractured, not gradable."""
+    graded = [v for v in result.vertebrae if v.status == "graded"]
+    fractured = [v for v in graded if (v.grade or 0) >= 1]
+    return (
+        f"{len(graded)} of {len(result.vertebrae)} vertebrae graded, {len(fractured)} with "
+        f"grade >= 1, {len(result.vertebrae) - len(graded)} not gradable"
+    )
 
 
 def _out_of_memory(inputs: StudyInputs, study: Study | None) -> InputError:
@@ -329,6 +428,19 @@ def _out_of_memory(inputs: StudyInputs, study: Study | None) -> InputError:
     )
 
 
+#: The folder of a result folder where the segmentation made from the CT is kept.
+SEGMENTATION_DIR = "segmentation"
+
+
+def needs_segmentation(inputs: StudyInputs) -> bool:
+    """Whether the labels must be made from the CT: a CT (a file, or a DICOM series) and no
+    ``labels``; a VerSe folder brings its own."""
+    if inputs.labels is not None or inputs.ct is None:
+        return False
+    ct = inputs.ct
+    return not (ct.is_dir() and not is_dicom_path(ct))
+
+
 #: Every name vertgrade writes into a result folder: what ``--force`` replaces as a whole.
 OWNED_OUTPUTS = (
     "result.json",
@@ -339,4 +451,5 @@ OWNED_OUTPUTS = (
     "report.html",
     "report.pdf",
     "dicom",
+    SEGMENTATION_DIR,
 )

@@ -19,7 +19,7 @@ are imported only when a cohort runs.
 from __future__ import annotations
 
 from vertgrade.cohort._extras import MissingExtraError
-from vertgrade.cohort.discover import StudySpec, discover_studies
+from vertgrade.cohort.discover import StudySpec, discover_studies, skipped_folders
 from vertgrade.cohort.run import (
     FAILURE_COLUMNS,
     MANIFEST_NAME,
@@ -43,4 +43,5 @@ __all__ = [
     "parameters_sha256",
     "read_cohort_table",
     "run_cohort",
+    "skipped_folders",
 ]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib
 
-from vertgrade.errors import VertgradeError
+from vertgrade.errors import SetupError
 
 __all__ = ["MissingExtraError", "require_extra"]
 
 
-class MissingExtraError(VertgradeError, ImportError):
+class MissingExtraError(SetupError, ImportError):
     """An optional dependency of a feature is not installed; the message says what to install."""
 
 

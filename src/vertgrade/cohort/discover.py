@@ -17,14 +17,21 @@ from pathlib import Path
 from vertgrade.errors import InputError
 from vertgrade.io.load import TOTALSEG_STRUCTURE_FILE
 
-__all__ = ["StudySpec", "check_subject", "discover_studies"]
+__all__ = ["StudySpec", "check_subject", "discover_studies", "skipped_folders"]
 
 # --- file name rules of discovery ----------------------------------------------------------
 # VerSe (Sekuboyina et al. 2021, BIDS-like): sub-<id>[_<entity>...]_ct.nii.gz in rawdata/ and
 # sub-<id>[_<entity>...]_seg-vert_msk.nii.gz in derivatives/; the part before the suffix is the
 # subject (VerSe 2020 names carry a _dir-ax / _dir-sag entity, kept in the subject).
 _VERSE_CT = re.compile(r"^(sub-.+)_ct\.nii(\.gz)?$")
-_VERSE_MASK = re.compile(r"^(sub-.+)_seg-vert_msk\.nii(\.gz)?$")
+# VerSe and SPINEPS / TPTBox masks: BIDS entities may follow the seg entity
+# (sub-ct_seg-vert_label-22_msk.nii.gz); the subject is the name without seg-* and the suffix
+_VERSE_MASK = re.compile(
+    r"^(sub-[^_]+(?:_[a-z]+-[^_]+)*?)_seg-vert((?:_[a-z]+-[^_]+)*)_msk\.nii(\.gz)?$"
+)
+_SUBREG_MASK = re.compile(
+    r"^(sub-[^_]+(?:_[a-z]+-[^_]+)*?)_seg-subreg((?:_[a-z]+-[^_]+)*)_msk\.nii(\.gz)?$"
+)
 # vertgrade phantom pairs (labels.nii.gz) and TotalSegmentator multilabel vertebra files.
 _LABEL_FILE = re.compile(r"^(labels|(.*_)?vertebrae_pp(_refined)?)\.nii(\.gz)?$", re.IGNORECASE)
 _CT_FILE = re.compile(r"^(.*_)?ct\.nii(\.gz)?$", re.IGNORECASE)
@@ -75,9 +82,12 @@ def discover_studies(input: str | os.PathLike[str]) -> list[StudySpec]:
         A folder, searched recursively (hidden files and folders are left out, linked folders
         are followed) for
 
-        - VerSe subjects: ``sub-*_seg-vert_msk.nii.gz`` masks anywhere below (``derivatives/``)
-          with their ``sub-*_ct.nii.gz`` CT if found anywhere below (``rawdata/``); the subject
-          is the file name's part before the suffix (``sub-verse012``);
+        - VerSe and SPINEPS / TPTBox subjects: ``sub-*_seg-vert[_<key>-<value>...]_msk.nii.gz``
+          masks anywhere below (``derivatives/``) with their ``sub-*_ct.nii.gz`` CT if found
+          anywhere below (``rawdata/``) and a SPINEPS subregion mask
+          ``sub-*_seg-subreg[...]_msk.nii.gz`` as the bodies (its labels 49 + 50); the subject
+          is the file name without its ``seg-*`` entity and suffix (``sub-verse012``,
+          ``sub-ct_label-22`` for ``sub-ct_seg-vert_label-22_msk.nii.gz``);
         - study folders: a folder holding one label source, which is ``labels.nii.gz`` (as
           written by ``vertgrade phantom``), a TotalSegmentator multilabel file
           ``[*_]vertebrae_pp[_refined].nii.gz``, or TotalSegmentator per-structure files
@@ -250,22 +260,30 @@ def _search_folder(root: Path) -> list[StudySpec]:
     # VerSe subjects, matched across the whole tree (rawdata/ and derivatives/)
     masks: dict[str, list[Path]] = {}
     cts: dict[str, list[Path]] = {}
+    subregs: dict[str, list[Path]] = {}
     for paths in files.values():
         for p in paths:
             if m := _VERSE_MASK.match(p.name):
-                masks.setdefault(m.group(1), []).append(p)
+                masks.setdefault(m.group(1) + m.group(2), []).append(p)
+            elif m := _SUBREG_MASK.match(p.name):
+                subregs.setdefault(m.group(1) + m.group(2), []).append(p)
             elif m := _VERSE_CT.match(p.name):
                 cts.setdefault(m.group(1), []).append(p)
     used: set[Path] = set()
     for key in sorted(masks):
-        for role, table in (("vertebra masks", masks), ("CTs", cts)):
+        for role, table in (
+            ("vertebra masks", masks),
+            ("CTs", cts),
+            ("subregion masks", subregs),
+        ):
             if len(table.get(key, [])) > 1:
                 listing = ", ".join(str(p.relative_to(root)) for p in table[key])
                 raise InputError(root, f"VerSe subject {key!r} has several {role}: {listing}")
         ct = cts.get(key, [None])[0]
+        subreg = subregs.get(key, [None])[0]  # SPINEPS: its 49 + 50 are the bodies
         check_subject(key, root, f"VerSe mask {masks[key][0].relative_to(root)}")
-        add(StudySpec(key, ct, masks[key][0]), str(masks[key][0].relative_to(root)))
-        used.update([masks[key][0], *([ct] if ct is not None else [])])
+        add(StudySpec(key, ct, masks[key][0], subreg), str(masks[key][0].relative_to(root)))
+        used.update([masks[key][0], *(q for q in (ct, subreg) if q is not None)])
 
     # study folders: label files, TotalSegmentator per-structure folders
     def free(d: Path) -> list[Path]:
@@ -320,6 +338,64 @@ def _search_folder(root: Path) -> list[StudySpec]:
             "ct.nii.gz + labels.nii.gz folders; or give a CSV listing subject, ct, labels",
         )
     return [spec for spec, _ in found.values()]
+
+
+#: Image files a cohort folder may hold: a folder with some that no study uses is reported.
+_IMAGE_FILE = re.compile(r"\.(nii|nii\.gz|mha|mhd|nrrd|nhdr|mgz|mgh|dcm)$", re.IGNORECASE)
+
+
+def skipped_folders(
+    input: str | os.PathLike[str], specs: list[StudySpec]
+) -> list[tuple[Path, str]]:
+    """The folders below a cohort folder that hold image files no study uses, and why.
+
+    Parameters
+    ----------
+    input : path-like
+        The cohort folder given to :func:`discover_studies` (a CSV: nothing is skipped).
+    specs : list of StudySpec
+        What :func:`discover_studies` found there.
+
+    Returns
+    -------
+    list of (Path, str)
+        Each folder (sorted) with the reason it is not a study: a CT without labels, or image
+        files whose names are not recognised (the names listed).
+    """
+    root = Path(input).resolve()
+    if not root.is_dir():
+        return []
+    used: set[Path] = set()
+    for spec in specs:
+        for path in spec.inputs().values():
+            used.add(path.resolve())
+            if path.is_dir():
+                used.update(q.resolve() for q in path.iterdir())
+    out: list[tuple[Path, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        images = [f for f in sorted(filenames) if not f.startswith(".") and _IMAGE_FILE.search(f)]
+        unused = [f for f in images if (here / f).resolve() not in used]
+        if not unused:
+            continue
+        cts = [f for f in unused if _CT_FILE.match(f) or _VERSE_CT.match(f)]
+        if cts and len(cts) == len(unused):
+            why = (
+                f"a CT ({', '.join(cts)}) without vertebra labels: add labels.nii.gz, "
+                "a TotalSegmentator output or a VerSe mask, or grade it alone with "
+                "`vertgrade grade` (which segments it)"
+            )
+        else:
+            shown = ", ".join(unused[:4]) + (
+                f" and {len(unused) - 4} more" if len(unused) > 4 else ""
+            )
+            why = (
+                f"image files not recognised as a study ({shown}); name them ct.nii.gz and "
+                "labels.nii.gz, or list the study in a CSV (subject, ct, labels)"
+            )
+        out.append((here, why))
+    return out
 
 
 def _shown(p: Path, base: Path) -> str:

@@ -182,6 +182,8 @@ def evaluation_table(ev: Evaluation) -> Table:
         f"prediction: {c['truth_without_prediction']}; prediction without true grade: "
         f"{c['prediction_without_truth']}."
     )
+    if ev.caution:
+        t.caption += f" Caution: {ev.caution}."
     return t
 
 

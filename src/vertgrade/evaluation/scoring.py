@@ -31,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -141,6 +142,13 @@ class Match:
         }
 
 
+#: Below this many patients the bootstrap intervals come with a caution
+#: (:attr:`Evaluation.caution`). Percentile intervals from few resampling units are too narrow
+#: ("narrowness bias": Hesterberg, "What Teachers Should Know About the Bootstrap", The American
+#: Statistician 69(4), 2015); 20 is this project's choice of where that stops mattering much.
+FEW_PATIENTS = 20
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """The whole evaluation: matching, metrics per scope and the bootstrap's settings.
@@ -175,6 +183,33 @@ class Evaluation:
     result_sources: tuple[str, ...] = ()
     subjects_without_truth: tuple[str, ...] = ()
     subjects_without_predictions: tuple[str, ...] = ()
+
+    @property
+    def distinct_resamples(self) -> int:
+        """How many different resamples of the patients exist: multisets of ``n_patients``
+        drawn from ``n_patients``, ``C(2n - 1, n)`` (10 for 3 patients, 126 for 5)."""
+        n = self.n_patients
+        return math.comb(2 * n - 1, n) if n > 0 else 0
+
+    @property
+    def caution(self) -> str | None:
+        """What the intervals cannot say, or ``None``: with fewer than
+        :data:`FEW_PATIENTS` patients a percentile bootstrap over patients is known to give
+        intervals that are too narrow, and its resamples repeat a few distinct draws."""
+        n = self.n_patients
+        if self.n_boot == 0 or n >= FEW_PATIENTS:
+            return None
+        repeat = ""
+        if self.distinct_resamples < self.n_boot:
+            repeat = (
+                f"; {self.n_boot} resamples repeat only {self.distinct_resamples} distinct "
+                "draws of the patients"
+            )
+        return (
+            f"only {n} patient{'s' if n != 1 else ''}: the bootstrap intervals mean little (too "
+            f"narrow with fewer than {FEW_PATIENTS} patients{repeat}); read the counts, not the "
+            "intervals"
+        )
 
     def scope(self, name: str) -> ScopeResult:
         """The scope called ``name``; ``KeyError`` if it has no vertebrae."""
@@ -225,6 +260,8 @@ class Evaluation:
                 "n_resamples": self.n_boot,
                 "seed": self.seed,
                 "ci_level": self.ci_level,
+                "distinct_resamples": self.distinct_resamples,
+                "caution": self.caution,
             },
             "macro_average": "over the grades present in the truth of the scope "
             "(scikit-learn average='macro', labels = those grades, zero_division=0)",

@@ -418,6 +418,7 @@ def build_samples(
     window_hu: tuple[float, float] = (-300.0, 800.0),
     force: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> Path:
     """Straighten every study and write the samples folder (``vertgrade synthesis-data``).
 
@@ -435,27 +436,50 @@ def build_samples(
         Allow a non-empty ``out_dir``.
     progress : callable, optional
         ``progress(subject, done, total)`` after each study.
+    on_skip : callable, optional
+        ``on_skip(study, reason)`` for each study that cannot be used (no CT, unreadable): it is
+        left out and listed under ``skipped`` in ``samples.json``; without ``on_skip`` each is
+        logged as a warning.
 
     Returns
     -------
     Path
         ``out_dir / "samples.json"``.
+
+    Raises
+    ------
+    InputError
+        No study could be used, or one subject is given twice; nothing is written.
     """
 
     out = check_output_dir(out_dir, force=force)
     created = not out.exists()
     table = grades_by_subject(read_grades(grades)) if isinstance(grades, (str, Path)) else grades
     entries: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
     # Every file is written to a staging folder and moved into place only when all studies
     # have been read: a bad study (unreadable, a subject given twice) leaves the folder as it was.
     names: list[str] = []
     try:
         with staged_files(out, names) as staging:
             for n, spec in enumerate(studies, start=1):
-                study = load_study(*spec) if isinstance(spec, tuple) else load_study(spec)
+                where = str(spec[0] if isinstance(spec, tuple) else spec)
+                try:
+                    study = load_study(*spec) if isinstance(spec, tuple) else load_study(spec)
+                    if study.ct is None:
+                        raise InputError(where, "has no CT: a training sample needs one")
+                except InputError as err:
+                    skipped[where] = err.problem
+                    if on_skip is not None:
+                        on_skip(where, err.problem)
+                    else:
+                        logger.warning("skipped %s: %s", where, err.problem)
+                    if progress is not None:
+                        progress(where, n, len(studies))
+                    continue
                 if study.subject in entries:
                     raise InputError(
-                        spec if not isinstance(spec, tuple) else spec[0],
+                        where,
                         f"subject {study.subject} given twice (rename one of the inputs or "
                         "give them as folders named after their subjects)",
                     )
@@ -477,6 +501,12 @@ def build_samples(
                 entries[study.subject] = {"file": name, **spine_summary(spine)}
                 if progress is not None:
                     progress(study.subject, n, len(studies))
+            if not entries:
+                raise InputError(
+                    None,
+                    f"none of the {len(studies)} studies could be used: "
+                    + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
+                )
             manifest = {
                 "format": SAMPLES_FORMAT,
                 "vertgrade": __version__,
@@ -484,6 +514,7 @@ def build_samples(
                 "half_width_mm": half_width_mm,
                 "window_hu": list(window_hu),
                 "subjects": entries,
+                "skipped": skipped,
             }
             (staging / "samples.json").write_text(
                 json.dumps(manifest, indent=2) + "\n", encoding="utf-8"
