@@ -346,6 +346,18 @@ def test_labels_only_study(phantom: Phantom, tmp_path: Path) -> None:
     assert [r[0] for r in _parse(from_dir).rows if r] == [v.level for v in result.vertebrae]
 
 
+def test_report_of_an_in_memory_study_says_so(phantom: Phantom, tmp_path: Path) -> None:
+    """Images given to load_study in memory have no file to find again: the report from the
+    result folder says they were in memory, not that they were moved or deleted."""
+    from vertgrade.io.load import load_study
+
+    study = load_study((phantom.ct, phantom.affine), (phantom.labels, phantom.affine))
+    write_result(grade_study(study), tmp_path / "out")
+    text = write_report(tmp_path / "out")[0].read_text(encoding="utf-8")
+    assert "was given in memory at grading (no file to read again)" in text
+    assert "moved or deleted" not in text
+
+
 @pytest.mark.slow
 def test_not_gradable_vertebra(phantom: Phantom) -> None:
     # cut the field of view through L3's body: L3 cannot be graded, the rest can

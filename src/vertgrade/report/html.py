@@ -58,6 +58,7 @@ from vertgrade.errors import InputError, OutputError
 from vertgrade.geometry.thirds import THIRDS
 from vertgrade.io.files import atomic_path
 from vertgrade.io.load import load_study, load_study_with_series
+from vertgrade.io.memory import is_in_memory_name
 from vertgrade.io.nifti import file_sha256, read_volume
 from vertgrade.report.alignment import alignment_figure
 from vertgrade.report.figures import (
@@ -274,6 +275,11 @@ def _load_result_dir(result_dir: Path) -> _Loaded:
             alerts.append(
                 f"The {what} {entry['path']} has changed since grading (its SHA-256 differs "
                 "from the one in result.json): not shown."
+            )
+        elif found is None and is_in_memory_name(entry["path"]):
+            state = "given in memory at grading: no file to show"
+            alerts.append(
+                f"The {what} was given in memory at grading (no file to read again): not shown."
             )
         elif found is None:
             alerts.append(
