@@ -492,6 +492,7 @@ def test_kyphosis_and_lordosis_on_phantoms(name: str) -> None:
     assert abs(al.lordosis.angle_deg - truth.lumbar_lordosis_deg) <= 2.0  # type: ignore[operator]
 
 
+@pytest.mark.slow
 def test_endplate_angles_on_a_phantom() -> None:
     """Every endplate's angles against the true planes (1 mm, S-curve)."""
     ph, _, al = _graded("ras1-S40-30")

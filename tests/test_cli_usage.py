@@ -71,7 +71,7 @@ def test_internal_errors_exit_5_with_one_line(
 def test_verbose_says_each_step_and_quiet_says_nothing(tmp_path: Path, phantom_dir: Path) -> None:
     loud = runner.invoke(app, ["-v", *_grade_args(phantom_dir, tmp_path / "a")])
     assert loud.exit_code == 0, loud.output
-    assert "loaded ct: 3 labelled vertebrae" in loud.stderr
+    assert "loaded ct: RAS grid" in loud.stderr
     assert "graded ct: 3 of 3 vertebrae graded" in loud.stderr
     assert "wrote 4 files into" in loud.stderr
     default = runner.invoke(app, _grade_args(phantom_dir, tmp_path / "b"))

@@ -286,6 +286,7 @@ def test_missing_slice_is_filled_with_a_warning(tmp_path: Path) -> None:
     assert {v.level: v.grade for v in res.vertebrae} == {t.level: t.grade for t in ph.truth}
 
 
+@pytest.mark.slow
 def test_gantry_tilt_keeps_the_sheared_geometry(tmp_path: Path) -> None:
     """Slices shifted 0.2 mm posteriorly per slice (7.6 degrees of tilt): warned about, and the
     affine is the exact shear, so the study grades as the NIfTI of the same grid does."""
@@ -817,6 +818,7 @@ def _pdf(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_outputs_refuse_a_foreign_result_and_a_full_folder(
     graded: dict[str, Any], tmp_path: Path
 ) -> None:

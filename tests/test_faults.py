@@ -56,6 +56,7 @@ def test_a_killed_runs_staging_is_cleaned_and_not_content(tmp_path: Path) -> Non
     assert not list(out.glob(f"{STAGING_PREFIX}*"))
 
 
+@pytest.mark.slow
 def test_disk_full_while_the_report_is_written_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,6 +148,7 @@ def test_outputs_have_normal_permissions(tmp_path: Path) -> None:
         os.umask(old)
 
 
+@pytest.mark.slow
 def test_reruns_give_byte_identical_files(tmp_path: Path) -> None:
     """The same inputs twice: every file the same bytes, the PDF's dates included (where a
     browser is installed to print it)."""

@@ -34,6 +34,7 @@ def _levels(ph: Phantom, level: str) -> int:
     return next(t.label for t in ph.truth if t.level == level)
 
 
+@pytest.mark.slow
 def test_cut_by_field_of_view_is_not_gradable() -> None:
     ph = _ph()
     lab = _levels(ph, "L4")
@@ -95,6 +96,7 @@ def test_implausible_size_flagged() -> None:
     assert res["T12"].status == "not_gradable"
 
 
+@pytest.mark.slow
 def test_mask_smoothing_over_a_depression_disagrees_with_ct() -> None:
     """A segmentation that fills a deep central endplate depression: the CT finds the real
     endplate, the flag says the two disagree, and the grade follows the CT."""

@@ -121,6 +121,7 @@ def test_views_are_world_planes_through_the_bodies(
     assert left > right
 
 
+@pytest.mark.slow
 def test_alignment_section_lists_the_angles(graded: tuple[SpineResult, Study]) -> None:
     text = unescape(render_report(*graded))
     section = text.split('id="alignment"')[1].split('id="panels"')[0]

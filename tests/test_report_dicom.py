@@ -99,6 +99,7 @@ def test_header_shows_the_dicom_identifiers(dicom_study: dict[str, Any]) -> None
     assert "analysed" in header and "left out" not in header
 
 
+@pytest.mark.slow
 def test_anonymised_report_holds_no_identifier(dicom_study: dict[str, Any]) -> None:
     text = unescape(
         render_report(
@@ -114,6 +115,7 @@ def test_anonymised_report_holds_no_identifier(dicom_study: dict[str, Any]) -> N
     assert "left out (anonymised)" in text
 
 
+@pytest.mark.slow
 def test_report_from_the_folder_reads_the_identifiers_again(
     dicom_study: dict[str, Any], tmp_path: Path
 ) -> None:

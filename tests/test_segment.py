@@ -260,6 +260,7 @@ def test_grade_from_a_ct_alone_keeps_the_segmentation_and_its_provenance(
     assert any(p.name == "vertebrae.nii.gz" for p in outcome.files)
 
 
+@pytest.mark.slow
 def test_grade_from_a_ct_alone_matches_grading_the_same_labels_given(
     totalseg_example: Path,
     tmp_path: Path,

@@ -452,6 +452,13 @@ def grade(
     """
     import warnings
 
+    from vertgrade.io._inflate import prefetch
+
+    # start inflating the images now, in a thread, while the rest of vertgrade is imported
+    for path in (input, labels):
+        if path is not None:
+            prefetch(path)
+
     from vertgrade.segment import SegmentOptions
     from vertgrade.workflow import StudyInputs, grade_to_folder
 

@@ -64,7 +64,7 @@ from vertgrade.reference.base import (
 )
 from vertgrade.reference.neighbours import NeighbourReference
 from vertgrade.result import RegionValues, SpineResult, VertebraResult
-from vertgrade.study import Study, find_objects
+from vertgrade.study import Study
 
 __all__ = ["ProgressEvent", "grade_study", "measure_alignment"]
 
@@ -122,7 +122,7 @@ def grade_study(
 
     labels = cast("NDArray[np.integer]", study.labels.array)
     affine = study.labels.affine
-    objects = find_objects(labels)
+    objects = study.labels.label_boxes()  # scanned once: the loader's scan when it made one
     wanted = anatomical_order([i + 1 for i, sl in enumerate(objects) if sl is not None])
     vox = locate_vertebrae(
         labels,
@@ -467,9 +467,10 @@ def _assess(
             # nothing to cut, is not flagged)
             f.append(QCFlag.CANAL_NOT_FOUND.value)
         m = meas[k]
-        if m.si_voxel_mm > cfg.max_axis_voxel_mm:
+        # a 3 mm slice along a 3 mm bound is not beyond it, whatever the last bits of the frame
+        if m.si_voxel_mm > cfg.max_axis_voxel_mm + 1e-6:
             f.append(QCFlag.TOO_COARSE.value)
-        elif m.si_voxel_mm > cfg.coarse_axis_voxel_mm:
+        elif m.si_voxel_mm > cfg.coarse_axis_voxel_mm + 1e-6:
             f.append(QCFlag.COARSE_SLICES.value)
         chosen, source = m.heights_mask, "mask"
         if m.heights_ct is not None:

@@ -396,7 +396,7 @@ def _r(v: float | None, nd: int) -> float | None:
     if v is None:
         return None
     f = float(v)
-    return None if not math.isfinite(f) else round(f, nd)
+    return None if not math.isfinite(f) else round(f, nd) + 0.0  # never -0.0
 
 
 def _empty_record() -> dict[str, Any]:

@@ -52,6 +52,17 @@ class Volume:
     def shape(self) -> tuple[int, int, int]:
         return tuple(int(n) for n in self.array.shape)  # type: ignore[return-value]
 
+    def label_boxes(self) -> list[tuple[slice, slice, slice] | None]:
+        """:func:`find_objects` of an integer volume, scanned once per ``Volume``: loading and
+        grading both need the labels' boxes, and a whole-spine CT takes a quarter of a second
+        to scan. The array is treated as read-only, as everywhere in vertgrade (a changed
+        array makes a new ``Volume``)."""
+        boxes: list[tuple[slice, slice, slice] | None] | None = self.__dict__.get("_boxes")
+        if boxes is None:
+            boxes = find_objects(self.array)  # type: ignore[arg-type]
+            object.__setattr__(self, "_boxes", boxes)
+        return list(boxes)
+
     @property
     def spacing(self) -> NDArray[np.float64]:
         """(3,) voxel sizes in mm (column norms of the affine's linear part)."""
@@ -121,15 +132,19 @@ class GridInfo:
     affine: NDArray[np.float64]
     ornt: NDArray[np.float64]
 
-    def to_input_grid(self, canonical: NDArray[np.generic]) -> NDArray[np.generic]:
-        """Map an array on the canonical grid back onto the input's voxel grid."""
+    def to_input_grid(
+        self, canonical: NDArray[np.generic], *, order: Literal["C", "F"] = "C"
+    ) -> NDArray[np.generic]:
+        """Map an array on the canonical grid back onto the input's voxel grid, as one
+        contiguous array in ``order`` (``"F"`` is what NIfTI files store, so a writer need not
+        transpose it again)."""
         inverse = nib.orientations.ornt_transform(
             nib.orientations.axcodes2ornt(("R", "A", "S")), self.ornt
         )
         out = nib.orientations.apply_orientation(canonical, inverse)
         if out.shape != self.shape:
             raise RuntimeError(f"grid mismatch: {out.shape} != {self.shape}")
-        return np.ascontiguousarray(out)
+        return np.asfortranarray(out) if order == "F" else np.ascontiguousarray(out)
 
 
 @dataclass(frozen=True)

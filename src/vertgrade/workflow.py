@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import nibabel as nib
 import numpy as np
 
 from vertgrade.config import GradingConfig
@@ -323,12 +324,11 @@ def grade_to_folder(
                 final["bodies"] = out / SEGMENTATION_DIR / seg.bodies.name
             study = dataclasses.replace(study, inputs={**study.inputs, **final})
         logger.info(
-            "loaded %s: %d labelled vertebrae, %s grid %s, %s mm",
+            "loaded %s: %s grid %s, %s mm",
             study.subject,
-            len(np.unique(study.labels.array)) - 1,
-            study.labels.orientation,
-            "x".join(map(str, study.labels.shape)),
-            "x".join(f"{s:.3g}" for s in study.labels.spacing),
+            "".join(nib.aff2axcodes(study.grid.affine)),
+            "x".join(map(str, study.grid.shape)),
+            "x".join(f"{s:.3g}" for s in nib.affines.voxel_sizes(study.grid.affine)),
         )
         reference = None
         if loaded.synthesiser is not None and opts.reference == "synthesis":

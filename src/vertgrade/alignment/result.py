@@ -322,6 +322,8 @@ class Alignment:
 
 
 def _r(value: float | None, nd: int = 2) -> float | None:
+    """``value`` rounded to ``nd`` decimals; a zero is written ``0.0``, never ``-0.0`` (whose
+    sign is the last bits' noise, not a direction)."""
     if value is None or not math.isfinite(value):
         return None
-    return round(float(value), nd)
+    return round(float(value), nd) + 0.0

@@ -72,7 +72,15 @@ from typing import Any, Literal
 from vertgrade._version import __version__
 from vertgrade.cohort._extras import require_extra
 from vertgrade.cohort.discover import StudySpec, check_subject
-from vertgrade.cohort.table import build_table, write_table
+from vertgrade.cohort.table import (
+    TABLE_STAMP,
+    build_table,
+    count_rows,
+    table_is_current,
+    table_stamp,
+    write_stamp,
+    write_table,
+)
 from vertgrade.errors import InputError, OutputError, VertgradeError
 from vertgrade.io.files import write_text_atomic
 from vertgrade.io.load import TOTALSEG_STRUCTURE_FILE, input_checksum
@@ -727,15 +735,22 @@ def run_cohort(
             if outcomes[s.subject].status == "failed"
         )
         finished = [s.subject for s in specs if outcomes[s.subject].status != "failed"]
-        table = build_table(studies_dir, finished)
-        write_table(table, out)
+        stamp = table_stamp(studies_dir, finished)
+        if table_is_current(out, stamp):  # nothing changed: no pandas, no rewrite
+            n_rows = count_rows(out)
+        else:
+            (out / TABLE_STAMP).unlink(missing_ok=True)
+            table = build_table(studies_dir, finished)
+            write_table(table, out)
+            write_stamp(out, stamp)
+            n_rows = len(table)
         _write_failures(failures, out / "failures.csv")
     return CohortSummary(
         out_dir=out,
         graded=tuple(s.subject for s in specs if outcomes[s.subject].status == "graded"),
         skipped=tuple(s.subject for s in specs if outcomes[s.subject].status == "skipped"),
         failures=failures,
-        n_vertebrae=len(table),
+        n_vertebrae=n_rows,
         seconds=time.perf_counter() - t0,
     )
 

@@ -85,6 +85,45 @@ def build_table(studies_dir: Path, subjects: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+#: Beside the table: what it was built from, so that a rerun with nothing to do leaves it alone.
+TABLE_STAMP = ".vertebrae-table.json"
+
+
+def table_stamp(studies_dir: Path, subjects: Sequence[str]) -> str:
+    """What the table of ``subjects`` depends on, as text: each study's ``vertebrae.csv``
+    size and modification time (ns), in order. Equal stamps: the same table."""
+    import json
+
+    parts = []
+    for subject in subjects:
+        st = (studies_dir / subject / "vertebrae.csv").stat()
+        parts.append([subject, st.st_size, st.st_mtime_ns])
+    return json.dumps({"format": 1, "studies": parts}, separators=(",", ":"))
+
+
+def table_is_current(out: Path, stamp: str) -> bool:
+    """Whether ``out`` holds both table files, written from what ``stamp`` describes."""
+    try:
+        recorded = (out / TABLE_STAMP).read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return recorded == stamp and all(
+        (out / name).is_file() for name in ("vertebrae.parquet", "vertebrae.csv")
+    )
+
+
+def write_stamp(out: Path, stamp: str) -> None:
+    """Record the stamp of the table just written (after both files)."""
+    with atomic_path(out / TABLE_STAMP) as tmp:
+        tmp.write_text(stamp, encoding="utf-8")
+
+
+def count_rows(out: Path) -> int:
+    """The vertebrae in ``out/vertebrae.csv`` (rows after the header), without pandas."""
+    with open(out / "vertebrae.csv", encoding="utf-8", newline="") as fh:
+        return max(sum(1 for _ in csv.reader(fh)) - 1, 0)
+
+
 def write_table(table: pd.DataFrame, out: Path) -> None:
     """Write ``out/vertebrae.parquet`` and ``out/vertebrae.csv``, each atomically.
 

@@ -43,7 +43,9 @@ class LocalGrid:
         """Grid covering the local box ``lo..hi`` (each (3,) in ``si, ap, lr`` mm)."""
         axes = []
         for a in range(3):
-            n = int(np.ceil((hi[a] - lo[a]) / step_mm[a])) + 1
+            # a box a whole number of steps long gets that many steps, whatever its last bits
+            # (which depend on the order of floating-point operations)
+            n = int(np.ceil((hi[a] - lo[a]) / step_mm[a] - 1e-6)) + 1
             axes.append(lo[a] + step_mm[a] * np.arange(max(n, 2)))
         return cls(frame, axes[0], axes[1], axes[2])
 
@@ -51,9 +53,20 @@ class LocalGrid:
 def voxels_to_local(
     ijk: NDArray[np.floating], affine: NDArray[np.float64], frame: LocalFrame
 ) -> NDArray[np.float64]:
-    """(N, 3) voxel indices -> (N, 3) local ``(si, ap, lr)`` mm."""
-    world = ijk @ affine[:3, :3].T + affine[:3, 3]
-    return frame.to_local(world)
+    """(N, 3) voxel indices -> (N, 3) local ``(si, ap, lr)`` mm.
+
+    One 3 x 3 map and offset, applied column by column: an ``(N, 3) @ (3, 3)`` product goes to
+    BLAS, which on two threads is many times slower for such thin matrices than these three
+    multiply-adds (and its answer depends on the thread count in the last bits).
+    """
+    rot = frame.rotation
+    m = rot @ affine[:3, :3]
+    t = rot @ (affine[:3, 3] - frame.origin)
+    x = np.asarray(ijk, dtype=np.float64)
+    out = np.empty((x.shape[0], 3))
+    for r in range(3):
+        out[:, r] = x[:, 0] * m[r, 0] + x[:, 1] * m[r, 1] + x[:, 2] * m[r, 2] + t[r]
+    return out
 
 
 def sample(
@@ -91,14 +104,40 @@ def sample(
     f = grid.frame
     base = lin @ f.origin + inv[:3, 3] - np.asarray(offset, dtype=float)
     dsi, dap, dlr = lin @ f.si, lin @ f.ap, lin @ f.lr
+    src = array if array.dtype == np.float32 else array.astype(np.float32)
+    found = [_step(axis) for axis in (grid.si, grid.ap, grid.lr)]
+    steps = [st for st in found if st is not None]
+    if len(steps) == 3:
+        # evenly spaced axes (every grid vertgrade makes): one affine map from output index to
+        # input index, with no (3, S, A, L) coordinate array to build and read
+        matrix = np.stack([d * st for d, st in zip((dsi, dap, dlr), steps, strict=True)], axis=1)
+        start = base + dsi * grid.si[0] + dap * grid.ap[0] + dlr * grid.lr[0]
+        out = ndimage.affine_transform(
+            src,
+            matrix,
+            offset=start,
+            output_shape=grid.shape,
+            order=order,
+            mode="constant",
+            cval=cval,
+            prefilter=False,
+        )
+        return out.astype(np.float32, copy=False)
     coords = (
         base[:, None, None, None]
         + dsi[:, None, None, None] * grid.si[None, :, None, None]
         + dap[:, None, None, None] * grid.ap[None, None, :, None]
         + dlr[:, None, None, None] * grid.lr[None, None, None, :]
     )
-    src = array if array.dtype == np.float32 else array.astype(np.float32)
     out = ndimage.map_coordinates(
         src, coords, order=order, mode="constant", cval=cval, prefilter=False
     )
     return out.astype(np.float32, copy=False)
+
+
+def _step(axis: NDArray[np.float64]) -> float | None:
+    """The spacing of an evenly spaced axis (0 for one point), else ``None``."""
+    if axis.size < 2:
+        return 0.0
+    d = np.diff(axis)
+    return float(d[0]) if np.allclose(d, d[0], rtol=1e-9, atol=1e-12) else None

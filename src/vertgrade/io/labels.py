@@ -187,13 +187,14 @@ def as_integer_labels(path: Path | None, data: NDArray[np.generic]) -> NDArray[n
 # ---------------------------------------------------------------------------------------------
 
 
-def present_labels(arr: NDArray[np.integer]) -> NDArray[np.int64]:
-    """The non-zero labels present in an integer array (one pass, no large temporary).
+def present_labels(arr: NDArray[np.integer] | Volume) -> NDArray[np.int64]:
+    """The non-zero labels present in an integer array or volume (one pass, no large
+    temporary; a ``Volume``'s scan is kept for the next one, :meth:`Volume.label_boxes`).
 
     >>> present_labels(np.array([[[0, 20, 20, 19]]], np.uint8))
     array([19, 20])
     """
-    objects = find_objects(arr)
+    objects = arr.label_boxes() if isinstance(arr, Volume) else find_objects(arr)
     return np.array([i + 1 for i, sl in enumerate(objects) if sl is not None], dtype=np.int64)
 
 
@@ -230,7 +231,7 @@ def convert_labels(vol: Volume, label_format: LabelFormat, notes: list[str]) -> 
     ([[[0, 20], [26, 0]]], 1)
     """
     arr = cast("NDArray[np.integer]", vol.array)
-    present = present_labels(arr)
+    present = present_labels(vol)
     if present.size == 0:
         raise InputError(vol.source, "label map is empty (no labelled voxel)")
     fmt = label_format
@@ -306,7 +307,7 @@ def detect_label_format(
     vertgrade.errors.InputError: ambiguous label map: ids 1-28 hold structures (20) but ids ...
     """
     arr = cast("NDArray[np.integer]", vol.array)
-    ids = present_labels(arr) if present is None else present
+    ids = present_labels(vol) if present is None else present
     if ids.size == 0 or int(ids.max()) <= _MAX_VERSE_LABEL:
         return "verse", "labels read as VerSe ids (auto: no id above 28)"
     voxel_ml = abs(float(np.linalg.det(vol.affine[:3, :3]))) / 1000.0
@@ -393,7 +394,7 @@ def body_voxels(vol: Volume, notes: list[str]) -> Volume:
     ([[[0, 0, 1], [1, 0, 0]]], 'bodies taken from a SPINEPS / TPTBox s')
     """
     arr = cast("NDArray[np.integer]", vol.array)
-    present = set(present_labels(arr).tolist())
+    present = set(present_labels(vol).tolist())
     subregion = sorted(present & set(SUBREGION_BODY_LABELS))
     if subregion and TOTALSEG_BODY_LABEL in present:
         raise InputError(

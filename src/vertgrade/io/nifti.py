@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import zlib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
 from vertgrade.errors import InputError
+from vertgrade.io._inflate import inflate, take
 from vertgrade.io._messages import short_reason
 from vertgrade.io._sitk import read_sitk_header, read_sitk_voxels, sitk_format
 from vertgrade.io._volume import canonical_volume, check_qform_sform, checked_geometry
@@ -123,6 +125,12 @@ def read_volume(
         shape, affine = checked_geometry(path, raw_shape, sitk_affine)
         data = read_sitk_voxels(reader, path, fmt)
         return canonical_volume(path, data, affine, shape, kind=kind)
+    fast = _nifti_gz_in_memory(path)
+    if fast is not None:
+        header_img, voxels = fast
+        shape, affine = checked_geometry(path, tuple(header_img.shape), header_img.affine)
+        check_qform_sform(path, header_img, shape, notes)
+        return canonical_volume(path, voxels, affine, shape, kind=kind)
     try:
         img = nib.load(path)
     except Exception as err:  # nibabel raises many types for unreadable headers
@@ -138,6 +146,43 @@ def read_volume(
         raise InputError(path, f"is truncated or corrupt ({short_reason(err)})") from err
     # a view: flips and axis swaps only, no copy of a possibly large volume
     return canonical_volume(path, data, affine, shape, kind=kind)
+
+
+def _nifti_gz_in_memory(
+    path: Path,
+) -> tuple[nib.spatialimages.SpatialImage, NDArray[np.generic]] | None:
+    """A ``.nii.gz`` inflated in one call (:mod:`vertgrade.io._inflate`, ahead of time where the
+    command line started it) with its voxels viewed in place, read-only: the header as nibabel
+    reads it, the voxels as ``np.asanyarray(img.dataobj)`` gives them. ``None`` for any other
+    file, and for any file this cannot read exactly so (scaled data, a short or odd file): the
+    caller reads it with nibabel, which reports what is wrong."""
+    if not path.name.lower().endswith(".nii.gz"):
+        return None
+    try:
+        raw = take(path) or inflate(path)
+        sizeof = int.from_bytes(raw[:4], "little")
+        if sizeof not in (348, 540):
+            sizeof = int.from_bytes(raw[:4], "big")
+        cls = {348: nib.Nifti1Image, 540: nib.Nifti2Image}.get(sizeof)
+        if cls is None:
+            return None
+        img = cast("nib.spatialimages.SpatialImage", cls.from_bytes(raw))
+        # the header as stored: the image's copy has its data offset reset
+        hdr = cls.header_class.from_fileobj(io.BytesIO(raw[:sizeof]))
+        if hdr["magic"] not in (b"n+1", b"n+2"):
+            return None  # a header whose voxels live in another file
+        slope, inter = hdr.get_slope_inter()
+        if slope not in (None, 1.0) or inter not in (None, 0.0):
+            return None  # scaled: nibabel's own reading applies the scaling as it does
+        dtype = hdr.get_data_dtype()
+        shape = tuple(int(n) for n in hdr.get_data_shape())
+        offset = int(hdr.get_data_offset())
+        if offset + int(np.prod(shape)) * dtype.itemsize > len(raw):
+            return None
+        data = np.ndarray(shape, dtype=dtype, buffer=raw, offset=offset, order="F")
+    except Exception:
+        return None
+    return img, data
 
 
 def save_nifti(array: NDArray[np.generic], affine: NDArray[np.float64], path: str | Path) -> None:

@@ -160,6 +160,7 @@ def write_result(result: SpineResult, out_dir: str | Path, *, force: bool = Fals
         )
         (staging / "vertebrae.csv").write_text(_csv_text(result), encoding="utf-8", newline="")
         (staging / "alignment.csv").write_text(_alignment_csv(result), encoding="utf-8", newline="")
-        bodies = result.grid.to_input_grid(result.bodies)
+        # Fortran order: NIfTI's own, so nibabel writes it without a slice-by-slice transpose
+        bodies = result.grid.to_input_grid(result.bodies, order="F")
         save_nifti(bodies, result.grid.affine, staging / "bodies.nii.gz")
     return [out / name for name in OUTPUT_FILES]
