@@ -224,6 +224,15 @@ _SHOWN_ORDER = (
 )
 
 
+def _no_minus_zero(text: str) -> str:
+    """``-0`` / ``-0.0`` as ``0`` / ``0.0``: a loss that rounds to zero has no sign.
+
+    >>> _no_minus_zero("-0"), _no_minus_zero("-0.0"), _no_minus_zero("-0.4")
+    ('0', '0.0', '-0.4')
+    """
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text
+
+
 def _table_rows(
     result: SpineResult, truth: dict[int, dict[str, int]] | None
 ) -> list[dict[str, str]]:
@@ -231,7 +240,7 @@ def _table_rows(
         if d is None:
             return "-"
         vals = [d.get(k) for k in ("anterior", "middle", "posterior")]
-        return "/".join("-" if v is None else fmt.format(v * scale) for v in vals)
+        return "/".join("-" if v is None else _no_minus_zero(fmt.format(v * scale)) for v in vals)
 
     colours = {0: "green", 1: "yellow", 2: "dark_orange", 3: "red"}
     rows = []
