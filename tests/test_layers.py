@@ -31,9 +31,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("report",),  # result files, schema, figures, HTML, PDF, DICOM
     ("phantom",),  # synthetic spines with known truth
     ("evaluation",),  # metrics against expert grades
+    ("segqa",),  # segmentation QA: the VerSe benchmark's metrics for a user's labels
     ("synthesis",),  # the learned add-on: generator, SynthesisReference, SVM grader
     ("segment",),  # labels from a CT alone: the segmenter step (TotalSegmentator)
     ("workflow",),  # load -> grade -> grader -> write -> report -> DICOM
+    ("compare",),  # follow-up: incident fractures between two graded studies
     ("cohort",),  # many studies on Dask
     ("__init__",),  # the public API
     ("cli", "__main__"),  # the command line

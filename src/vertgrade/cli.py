@@ -903,6 +903,97 @@ def cohort(
         raise typer.Exit(1)
 
 
+@app.command("seg-qa")
+def seg_qa(
+    pred: Annotated[
+        Path,
+        typer.Argument(
+            help="Predicted vertebra labels: a label map (NIfTI, MGH, MHA, NRRD) or a VerSe "
+            "centroid file (*_ctd.json); or a folder of cases, paired with TRUTH's by name."
+        ),
+    ],
+    truth: Annotated[
+        Path,
+        typer.Option(
+            "--truth", "-t", help="True labels: a label map, a centroid file or a folder, as PRED."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output folder (seg_qa.json, seg_qa.csv).")
+    ] = Path("vertgrade-seg-qa"),
+    pred_grid: Annotated[
+        Path | None,
+        typer.Option(
+            "--pred-grid", help="For a centroid file PRED: the vertebra mask it refers to."
+        ),
+    ] = None,
+    truth_grid: Annotated[
+        Path | None,
+        typer.Option(
+            "--truth-grid", help="For a centroid file TRUTH: the vertebra mask it refers to."
+        ),
+    ] = None,
+    label_format: Annotated[
+        str, typer.Option("--label-format", help="auto, verse or totalseg-total (both maps).")
+    ] = "auto",
+    n_boot: Annotated[
+        int,
+        typer.Option("--n-boot", min=0, help="Bootstrap resamples of patients (0: no intervals)."),
+    ] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write into an existing non-empty output folder.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the tables.")] = False,
+) -> None:
+    """Score vertebra labels against the truth with the VerSe benchmark's metrics:
+    identification rate, localisation distance, Dice and Hausdorff distance per vertebra,
+    missing, extra, merged and shifted labels; for folders, means with patient-bootstrap
+    intervals (docs/seg-qa.md)."""
+    from vertgrade import segqa
+    from vertgrade.io.files import check_output_dir
+
+    if label_format not in ("auto", "verse", "totalseg-total"):
+        _fail(
+            f"--label-format must be auto, verse or totalseg-total, got {label_format!r}",
+            EXIT_USAGE,
+        )
+    fmt: Any = label_format  # checked above: one of LabelFormat's values
+    _run(check_output_dir, output, force=force)
+    with _progress_bar("comparing", quiet=quiet) as update:
+        report = _run(
+            segqa.seg_qa_files,
+            pred,
+            truth,
+            pred_grid=pred_grid,
+            truth_grid=truth_grid,
+            label_format=fmt,
+            n_boot=n_boot,
+            seed=seed,
+            progress=lambda ev: update(ev.done, ev.total, ev.subject),
+        )
+    _run(segqa.write_seg_qa, report, output, force=force)
+    if not _quiet(quiet):
+        if len(report.cases) == 1:
+            _out.print(segqa.vertebrae_table(report.cases[0]))
+        else:
+            _out.print(segqa.cases_table(report))
+            _out.print(segqa.cohort_table(report))
+        for case, note in ((c, n) for c in report.cases for n in c.notes if "shifted" in n):
+            where = f"{case.subject}: " if len(report.cases) > 1 else ""
+            _out.print(f"{where}{note}", markup=False, highlight=False)
+    pairing = report.pairing
+    if pairing is not None and (pairing.pred_only or pairing.truth_only):
+        alone = ", ".join((*pairing.pred_only, *pairing.truth_only))
+        _err.print(
+            f"not compared (on one side only): {alone}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    _out.print(f"seg-qa of {len(report.cases)} case(s) in {output}/ (seg_qa.json, seg_qa.csv)")
+
+
 @app.command("synthesis-data")
 def synthesis_data(
     studies: Annotated[
@@ -1060,6 +1151,146 @@ def train_grader_cmd(
         markup=False,
         highlight=False,
     )
+
+
+@app.command()
+def compare(
+    prior: Annotated[
+        Path,
+        typer.Argument(
+            help="The prior study: a result folder of `vertgrade grade`, or a study to grade "
+            "(CT, DICOM series, VerSe folder; with --labels-only, a label map)."
+        ),
+    ],
+    current: Annotated[Path, typer.Argument(help="The current (follow-up) study, the same way.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Comparison folder.")] = Path(
+        "vertgrade-compare"
+    ),
+    prior_labels: Annotated[
+        Path | None, typer.Option("--prior-labels", help="Vertebra labels of a prior CT.")
+    ] = None,
+    current_labels: Annotated[
+        Path | None, typer.Option("--current-labels", help="Vertebra labels of a current CT.")
+    ] = None,
+    labels_only: Annotated[
+        bool,
+        typer.Option(
+            "--labels-only",
+            help="PRIOR and CURRENT are label maps without CT (heights from the masks).",
+        ),
+    ] = False,
+    prior_date: Annotated[
+        str | None,
+        typer.Option("--prior-date", help="Study date of PRIOR (YYYY-MM-DD) if not recorded."),
+    ] = None,
+    current_date: Annotated[
+        str | None,
+        typer.Option("--current-date", help="Study date of CURRENT (YYYY-MM-DD) if not recorded."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite an existing comparison folder.")
+    ] = False,
+    force_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--force-mismatch",
+            help="Compare two scans that do not look like one patient (Patient ID or the "
+            "spine's shape differ).",
+        ),
+    ] = False,
+    html: Annotated[
+        bool,
+        typer.Option("--html/--no-html", help="Write comparison.html (heights over time)."),
+    ] = True,
+    label_format: Annotated[
+        str, typer.Option("--label-format", help="auto, verse or totalseg-total.")
+    ] = "auto",
+    params: Annotated[
+        Path | None,
+        typer.Option("--params", help="Grading parameters file for the studies graded here."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the table.")] = False,
+) -> None:
+    """New and worsening vertebral fractures between two CTs of one patient.
+
+    A vertebra whose Genant grade rises by at least one (Genant 1993), or whose height falls by
+    at least 20 % and 4 mm (FIT, Black 1996), beyond the measurement's uncertainty, is incident
+    (normal before) or worsening (fractured before). Writes comparison.json, comparison.csv and
+    comparison.html; studies given as studies are graded into OUTPUT/prior and OUTPUT/current.
+    """
+    from vertgrade.compare import compare_studies, parse_study_date
+    from vertgrade.workflow import StudyInputs
+
+    dates = []
+    for option, text in (("--prior-date", prior_date), ("--current-date", current_date)):
+        try:
+            dates.append(parse_study_date(text))
+        except ValueError as err:
+            _fail(f"{option}: {err}", EXIT_USAGE)
+    options = _options(params, label_format=label_format)
+
+    def study(path: Path, labels: Path | None, option: str) -> Path | StudyInputs:
+        if labels_only:
+            if labels is not None:
+                _fail(f"{option} does not go with --labels-only", EXIT_USAGE)
+            return StudyInputs(labels=path)
+        return path if labels is None else StudyInputs(ct=path, labels=labels)
+
+    with _progress_bar("grading", quiet=quiet) as update:
+        outcome = _run(
+            compare_studies,
+            study(prior, prior_labels, "--prior-labels"),
+            study(current, current_labels, "--current-labels"),
+            output,
+            options=options,
+            prior_date=dates[0],
+            current_date=dates[1],
+            force=force,
+            force_mismatch=force_mismatch,
+            html=html,
+            progress=lambda ev: update(ev.done, ev.total, _STAGE_TEXT.get(ev.stage, ev.stage)),
+        )
+    c = outcome.comparison
+    summary = c.summary
+    if not _quiet(quiet):
+        table = Table(show_edge=False, pad_edge=False)
+        for name in ("level", "status", "grade then/now", "largest change", "conf", "note"):
+            table.add_column(name)
+        for v in c.vertebrae:
+            grades = "/".join(
+                "-" if s is None or s.grade is None else str(s.grade) for s in (v.prior, v.current)
+            )
+            loss = (
+                ""
+                if v.largest_loss_mm is None
+                else f"{v.largest_loss_region} {-v.largest_loss_mm:+.1f} mm"
+                + ("" if v.largest_loss_percent is None else f" ({-v.largest_loss_percent:+.0f} %)")
+            )
+            conf = "" if v.confidence is None else f"{round(v.confidence, 2):.2f}"
+            note = v.reason or (v.notes[0] if v.notes else "")
+            table.add_row(v.level, v.status.replace("_", " "), grades, loss, conf, note)
+        _out.print(table)
+    years = c.interval_years
+    interval = (
+        f"{c.interval_days} days ({years:.2f} years)"
+        if c.interval_days is not None and years is not None
+        else "unknown (no study dates)"
+    )
+    lines = [
+        f"incident: {', '.join(summary['incident_levels']) or 'none'}; "
+        f"worsening: {', '.join(summary['worsening_levels']) or 'none'}",
+        f"interval: {interval}",
+        f"one patient: {c.identity.status}" + (" (forced)" if c.identity.forced else ""),
+    ]
+    if summary["only_in_prior"]:
+        lines.append(f"only in the prior scan: {', '.join(summary['only_in_prior'])}")
+    if summary["only_in_current"]:
+        lines.append(f"only in the current scan: {', '.join(summary['only_in_current'])}")
+    written = [p.name for p in outcome.files if p.name.startswith("comparison.")]
+    lines.append(f"comparison in {output}/ ({', '.join(written)})")
+    if not _quiet():  # the global --quiet: nothing on stdout
+        for line in lines:
+            _out.print(line, markup=False, highlight=False)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m vertgrade`
