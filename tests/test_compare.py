@@ -525,3 +525,42 @@ def test_cli_compare(pair: dict[str, Any], other_spines: dict[str, Path], tmp_pa
     assert not (tmp_path / "m" / "comparison.html").exists()
     res = runner.invoke(app, ["-q", *mixed, "--force-mismatch", "--force"])
     assert res.exit_code == 0 and res.stdout == ""
+
+
+@pytest.mark.slow
+def test_phantom_command_writes_a_pair_that_compare_reads(tmp_path: Path) -> None:
+    """`vertgrade phantom --follow-up` writes the same spine twice (prior and current, the second
+    in another orientation and spacing): a fracture that progresses, a new one, the others as
+    they were; `vertgrade compare` on the two CTs calls them so."""
+    runner = CliRunner()
+    out = tmp_path / "pair"
+    res = runner.invoke(
+        app,
+        ["phantom", "-o", str(out), "--levels", "T12-L3", "--spacing", "1.5",
+         "--fracture", "L1:wedge:0.22", "--follow-up", "L1:wedge:0.38",
+         "--follow-up", "L3:crush:0.30", "--follow-up-orientation", "PIR",
+         "--follow-up-spacing", "1.5,1.25,1.5"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+
+    def truth(sub: str) -> dict[str, dict[str, str]]:
+        with open(out / sub / "truth.csv", newline="") as fh:
+            return {r["level"]: r for r in csv.DictReader(fh)}
+
+    before, after = truth("prior"), truth("current")
+    assert float(before["L1"]["severity"]) == 0.22 and float(after["L1"]["severity"]) == 0.38
+    assert before["L3"]["fractured"] == "false" and after["L3"]["type"] == "crush"
+    for level in ("T12", "L2"):  # unchanged vertebrae: the same true heights
+        assert before[level]["height_anterior_after_mm"] == after[level]["height_anterior_after_mm"]
+    again = runner.invoke(app, ["phantom", "-o", str(out), "--follow-up", "L1:wedge:0.3"])
+    assert again.exit_code == 3 and "--force" in again.stderr
+    cmp = runner.invoke(
+        app,
+        ["compare", str(out / "prior" / "ct.nii.gz"), str(out / "current" / "ct.nii.gz"),
+         "--prior-labels", str(out / "prior" / "labels.nii.gz"),
+         "--current-labels", str(out / "current" / "labels.nii.gz"), "-o", str(tmp_path / "c")],
+    )  # fmt: skip
+    assert cmp.exit_code == 0, cmp.output
+    with open(tmp_path / "c" / "comparison.csv", newline="") as fh:
+        status = {r["level"]: r["status"] for r in csv.DictReader(fh)}
+    assert status == {"T12": "stable", "L1": "worsening", "L2": "stable", "L3": "incident"}

@@ -627,12 +627,35 @@ def phantom(
         ),
     ] = 45.0,
     seed: Annotated[int, typer.Option("--seed", help="Noise seed.")] = 0,
+    follow_up: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--follow-up",
+            help="Write a pair, OUTPUT/prior and OUTPUT/current: the same spine scanned again "
+            "with this fracture (LEVEL:TYPE:SEVERITY; at a level already fractured it "
+            "progresses, elsewhere it is new). Repeatable; for `vertgrade compare`.",
+        ),
+    ] = None,
+    follow_up_orientation: Annotated[
+        str | None,
+        typer.Option("--follow-up-orientation", help="Axis codes of the second scan (a pair)."),
+    ] = None,
+    follow_up_spacing: Annotated[
+        str | None,
+        typer.Option("--follow-up-spacing", help="Voxel size of the second scan (a pair)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing folder.")] = False,
 ) -> None:
-    """Write a synthetic spine CT with known fractures and curves, and its truth table."""
+    """Write a synthetic spine CT with known fractures and curves, and its truth table (with
+    --follow-up: a pair of scans of the same spine, for `vertgrade compare`)."""
     from vertgrade.phantom import FractureSpec, ScoliosisSpec, make_phantom, write_phantom
 
     sp = _parse_spacing(spacing)
+    pair = bool(follow_up) or follow_up_orientation is not None or follow_up_spacing is not None
+    try:
+        later = [FractureSpec.parse(f) for f in (follow_up or [])]
+    except ValueError as err:
+        _fail(f"--follow-up: {err}", EXIT_USAGE)
     try:
         specs = [FractureSpec.parse(f) for f in (fracture or [])]
     except ValueError as err:
@@ -654,8 +677,40 @@ def phantom(
         )
     except ValueError as err:
         _fail(str(err), EXIT_USAGE)
-    _run(_write_phantom_checked, write_phantom, ph, output, force)
-    _out.print(f"phantom {levels} ({orientation.upper()}, {spacing} mm) written to {output}/")
+    if not pair:
+        _run(_write_phantom_checked, write_phantom, ph, output, force)
+        _out.print(f"phantom {levels} ({orientation.upper()}, {spacing} mm) written to {output}/")
+        return
+    # the same spine (levels, curves, seed) scanned again: the prior's fractures, each one
+    # named again replaced by its later state, and the new ones
+    fractures = {f.level: f for f in specs}
+    fractures.update({f.level: f for f in later})
+    orient2 = (follow_up_orientation or orientation).upper()
+    sp2 = _parse_spacing(follow_up_spacing) if follow_up_spacing is not None else sp
+    try:
+        current = make_phantom(
+            levels,
+            list(fractures.values()),
+            orientation=orient2,
+            spacing=sp2,
+            seed=seed,
+            kyphosis_deg=kyphosis,
+            lordosis_deg=lordosis,
+            scoliosis=curves,
+        )
+    except ValueError as err:
+        _fail(str(err), EXIT_USAGE)
+    from vertgrade.io.files import check_output_dir
+
+    for sub in ("prior", "current"):  # both checked before either is written
+        _run(check_output_dir, output / sub, force=force)
+    _run(_write_phantom_checked, write_phantom, ph, output / "prior", force)
+    _run(_write_phantom_checked, write_phantom, current, output / "current", force)
+    _out.print(
+        f"phantom pair {levels}: {output}/prior ({orientation.upper()}, {spacing} mm) and "
+        f"{output}/current ({orient2}, {follow_up_spacing or spacing} mm)",
+        highlight=False,
+    )
 
 
 def _write_phantom_checked(
