@@ -1348,6 +1348,66 @@ def compare(
             _out.print(line, markup=False, highlight=False)
 
 
+@app.command("compare-cohort")
+def compare_cohort(
+    pairs: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV with the columns subject, prior, current (result folders or studies) and "
+            "optionally prior_labels, current_labels, prior_date, current_date."
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder of the comparisons.")
+    ] = Path("vertgrade-compare-cohort"),
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Address of a running Dask scheduler; default: local."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-w", min=1, help="Worker processes of the local cluster."),
+    ] = None,
+    label_format: Annotated[
+        str, typer.Option("--label-format", help="auto, verse or totalseg-total.")
+    ] = "auto",
+    params: Annotated[
+        Path | None,
+        typer.Option("--params", help="Grading parameters file, as for grade."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Compare every pair again.")] = False,
+) -> None:
+    """Compare many patients' pairs of studies on Dask (the cohort form of `compare`): one
+    comparison folder per pair in OUTPUT/pairs/, all rows in OUTPUT/comparisons.csv, the pairs
+    that could not be compared in OUTPUT/failures.csv."""
+    from vertgrade.cohort.pairs import read_pairs, run_pairs
+
+    options = _options(params, label_format=label_format)
+    specs = _run(read_pairs, pairs)
+    with _progress_bar("comparing") as update:
+        summary = _run(
+            run_pairs,
+            specs,
+            output,
+            scheduler=scheduler,
+            workers=workers,
+            options=options,
+            force=force,
+            progress=lambda ev, done, total: update(done, total, f"{ev.subject} {ev.status}"),
+        )
+    _out.print(
+        f"{len(summary.compared)} compared, {len(summary.skipped)} already done, "
+        f"{len(summary.failures)} failed; {summary.n_rows} vertebrae in {summary.table_csv}",
+        markup=False,
+        highlight=False,
+    )
+    if summary.failures:
+        for subject, error in summary.failures[:5]:
+            _err.print(f"failed: {subject}: {error}", markup=False, highlight=False)
+        _err.print(f"all failures in {summary.failures_csv}", markup=False, highlight=False)
+        raise typer.Exit(1)
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m vertgrade`
     app(prog_name="vertgrade")
 
