@@ -68,6 +68,7 @@ def test_ct_refined_heights_within_tolerance(orientation: str, spacing: tuple, t
     assert abs(err.mean()) <= 0.25 * tol
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("orientation", "spacing", "tol"), GEOMETRIES)
 def test_mask_heights_labels_only(orientation: str, spacing: tuple, tol: float) -> None:
     """Labels only: the mask carries no sub-voxel information where an endplate lies along the

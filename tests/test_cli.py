@@ -83,6 +83,7 @@ def test_phantom_then_grade_writes_outputs_on_the_input_grid(tmp_path: Path) -> 
     assert required <= set(rows[0])
 
 
+@pytest.mark.slow
 def test_labels_only_grade(tmp_path: Path) -> None:
     ph = tmp_path / "ph"
     assert runner.invoke(app, ["phantom", "-o", str(ph), "--levels", "L1-L3"]).exit_code == 0

@@ -91,6 +91,7 @@ def test_progress_is_not_drawn_when_stderr_is_not_a_terminal(
     assert "measuring the bodies" not in res.stderr and "\x1b[" not in res.stderr
 
 
+@pytest.mark.slow
 def test_progress_bar_reports_each_stage(
     tmp_path: Path, phantom_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

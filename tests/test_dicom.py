@@ -189,6 +189,7 @@ ORIENTATIONS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("orientation", "plane", "rescale"), ORIENTATIONS)
 def test_series_grades_like_nifti(
     tmp_path: Path, orientation: str, plane: str, rescale: dict[str, Any]
@@ -530,6 +531,7 @@ def _seg_of_labels(
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("names", "kind"),
     [(True, "BINARY"), (False, "BINARY"), (True, "FRACTIONAL"), (True, "LABELMAP")],

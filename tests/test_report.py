@@ -346,6 +346,7 @@ def test_labels_only_study(phantom: Phantom, tmp_path: Path) -> None:
     assert [r[0] for r in _parse(from_dir).rows if r] == [v.level for v in result.vertebrae]
 
 
+@pytest.mark.slow
 def test_report_of_an_in_memory_study_says_so(phantom: Phantom, tmp_path: Path) -> None:
     """Images given to load_study in memory have no file to find again: the report from the
     result folder says they were in memory, not that they were moved or deleted."""

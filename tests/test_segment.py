@@ -233,6 +233,7 @@ def test_other_formats_reach_the_segmenter_as_nifti_in_the_same_space(
     assert seen and not seen[0].exists()
 
 
+@pytest.mark.slow
 def test_grade_from_a_ct_alone_keeps_the_segmentation_and_its_provenance(
     totalseg_example: Path,
     tmp_path: Path,
