@@ -646,8 +646,11 @@ def phantom(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing folder.")] = False,
 ) -> None:
-    """Write a synthetic spine CT with known fractures and curves, and its truth table (with
-    --follow-up: a pair of scans of the same spine, for `vertgrade compare`)."""
+    """Write a synthetic spine CT with known fractures and curves, and its truth table.
+
+    With --follow-up: a pair of scans of the same spine (OUTPUT/prior, OUTPUT/current), for
+    `vertgrade compare`.
+    """
     from vertgrade.phantom import FractureSpec, ScoliosisSpec, make_phantom, write_phantom
 
     sp = _parse_spacing(spacing)
@@ -798,8 +801,11 @@ def evaluate(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the tables.")] = False,
 ) -> None:
-    """Compare graded results with reference Genant grades: confusion matrix, macro P/R/F1,
-    detection of grade >= 1 and >= 2, by region, with 95 % intervals that resample patients."""
+    """Compare graded results with reference Genant grades, with patient-bootstrap intervals.
+
+    Confusion matrix, macro P/R/F1, detection of grade >= 1 and >= 2, by region, each with a
+    95 % interval that resamples patients (a caution with fewer than 20 patients).
+    """
     from vertgrade import evaluation as ev_mod
     from vertgrade.io.files import check_output_dir
     from vertgrade.io.grades import read_grades
@@ -1001,10 +1007,12 @@ def seg_qa(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Do not print the tables.")] = False,
 ) -> None:
-    """Score vertebra labels against the truth with the VerSe benchmark's metrics:
-    identification rate, localisation distance, Dice and Hausdorff distance per vertebra,
+    """Score vertebra labels against the truth with the VerSe benchmark's metrics.
+
+    Identification rate, localisation distance, Dice and Hausdorff distance per vertebra,
     missing, extra, merged and shifted labels; for folders, means with patient-bootstrap
-    intervals (docs/seg-qa.md)."""
+    intervals (docs/seg-qa.md).
+    """
     from vertgrade import segqa
     from vertgrade.io.files import check_output_dir
 
@@ -1377,9 +1385,11 @@ def compare_cohort(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Compare every pair again.")] = False,
 ) -> None:
-    """Compare many patients' pairs of studies on Dask (the cohort form of `compare`): one
-    comparison folder per pair in OUTPUT/pairs/, all rows in OUTPUT/comparisons.csv, the pairs
-    that could not be compared in OUTPUT/failures.csv."""
+    """Compare many patients' pairs of studies on Dask (the cohort form of compare).
+
+    One comparison folder per pair in OUTPUT/pairs/, all rows in OUTPUT/comparisons.csv, the
+    pairs that could not be compared in OUTPUT/failures.csv.
+    """
     from vertgrade.cohort.pairs import read_pairs, run_pairs
 
     options = _options(params, label_format=label_format)
