@@ -10,6 +10,7 @@ from outside (interpreter start, imports, reading, grading, writing):
 - one in-process run split into stages (imports, load, geometry, measure, grade, write).
 
     python bench/bench_grade.py [--workdir DIR] [--repeat N] [--spacing MM] [--levels T1-L5]
+    python bench/bench_grade.py --peer-python PY   # TotalSegmentator's example CT beside the peer
     python bench/bench_grade.py --scaling      # the scaling table (T10-L3 1 mm, T1-L5 1 / 0.7 /
                                                # 0.5 mm, T1-L5 1 mm labels only)
 
@@ -151,6 +152,31 @@ def report(name: str, fig: dict[str, float]) -> None:
     )
 
 
+PEER_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "tools" / "peer-spine-report.py"
+
+
+def bench_peer(ct: Path, labels: Path, peer_python: str, repeat: int) -> dict[str, float]:
+    """Whole-process medians on one real CT: the floor, ``vertgrade grade`` and the peer's
+    measurement (TotalSegmentator's spine report, ``../shared/tools/peer-spine-report.py``
+    run with ``peer_python``), interleaved."""
+    out = Path(tempfile.mkdtemp())
+    grade = [*vertgrade_cmd(), "grade", str(ct), "--labels", str(labels)]
+    grade += ["-o", str(out / "r"), "--force", "-q"]
+    peer = [peer_python, str(PEER_SCRIPT), str(ct), str(labels), str(out / "peer.json")]
+    runs: dict[str, list[float]] = {"floor": [], "grade": [], "peer": [], "rss": [], "peer_rss": []}
+    for _ in range(repeat):
+        runs["floor"].append(timed([sys.executable, "-c", FLOOR, str(ct), str(labels)])[0])
+        w, m = timed(grade)
+        runs["grade"].append(w)
+        runs["rss"].append(m)
+        w, m = timed(peer)
+        runs["peer"].append(w)
+        runs["peer_rss"].append(m)
+    shutil.rmtree(out, ignore_errors=True)
+    fig = {k: statistics.median(v) for k, v in runs.items() if k in ("floor", "grade", "peer")}
+    return fig | {"rss_mb": max(runs["rss"]), "peer_rss_mb": max(runs["peer_rss"])}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "vertgrade-bench")
@@ -158,7 +184,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="T1-L5")
     ap.add_argument("--spacing", type=float, default=1.0)
     ap.add_argument("--scaling", action="store_true", help="the scaling table (slow)")
+    ap.add_argument(
+        "--peer-python",
+        help="a Python with TotalSegmentator 2.18 installed (--no-deps): time its spine report "
+        "beside vertgrade on TotalSegmentator's example CT (../shared/data/totalseg-example)",
+    )
     args = ap.parse_args(argv)
+
+    if args.peer_python:
+        data = Path(os.environ.get("VERTGRADE_TEST_DATA", PEER_SCRIPT.parents[1] / "data"))
+        ex = data / "totalseg-example"
+        ct, labels = ex / "example_ct.nii.gz", ex / "totalseg_vertebrae_pp_refined.nii.gz"
+        if not ct.is_file() or not labels.is_file():
+            raise SystemExit(f"{ex}: TotalSegmentator's example CT and labels are not there")
+        fig = bench_peer(ct, labels, args.peer_python, args.repeat)
+        print(f"TotalSegmentator's example CT, whole process, median of {args.repeat} runs each")
+        print(f"{'floor: python, numpy, nibabel, read':38s} {fig['floor']:6.2f} s")
+        print(f"{'vertgrade grade':38s} {fig['grade']:6.2f} s   peak {fig['rss_mb']:.0f} MB")
+        peer_mb = fig["peer_rss_mb"]
+        print(f"{'peer (spine report)':38s} {fig['peer']:6.2f} s   peak {peer_mb:.0f} MB")
+        print(f"{'vertgrade / peer':38s} {fig['grade'] / fig['peer']:6.2f} x")
+        return 0
 
     if args.scaling:
         print("whole process, median of", args.repeat, "runs each")

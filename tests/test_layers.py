@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "vertgrade"
 
 #: Lowest first. The core pipeline, then the outputs, then the tools and the learned add-on.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "errors"),  # nothing of vertgrade
+    ("_version", "_build_version", "errors", "_parallel"),  # nothing of vertgrade
     ("levels", "config"),  # the label table; every method constant and parameter
     ("study",),  # Volume, Study: what every stage passes on
     ("io",),  # reading, validating, reorienting; atomic writes; the grades reader

@@ -548,6 +548,10 @@ def test_schema_ships_in_its_folder() -> None:
     assert json.loads(schema_file.read_text("utf-8")) == load_schema()
     assert not package.joinpath("result.schema.json").is_file()
     assert "alignment" in load_schema()["properties"]
+    # the validator does not check the schema at run time: this does
+    schema = load_schema()
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+    assert jsonschema.validators.validator_for(schema) is jsonschema.Draft202012Validator
 
 
 def test_dicom_overview_is_the_report_overview(

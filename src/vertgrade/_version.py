@@ -8,11 +8,14 @@ True
 
 from __future__ import annotations
 
-from importlib import metadata
+try:  # written by the build (hatch-vcs): a constant, no metadata lookup
+    from vertgrade._build_version import __version__
+except ImportError:  # a source tree on sys.path that was never built or installed
+    from importlib import metadata
 
-try:
-    __version__ = metadata.version("vertgrade")
-except metadata.PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+unknown"
+    try:
+        __version__ = metadata.version("vertgrade")
+    except metadata.PackageNotFoundError:
+        __version__ = "0.0.0+unknown"
 
 __all__ = ["__version__"]

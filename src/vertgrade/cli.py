@@ -23,6 +23,7 @@ terminal.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,6 +105,24 @@ _VERBOSITY = {"level": 0}
 def _fail(message: str, code: int) -> NoReturn:
     _err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _import_nibabel_without_pydicom() -> None:
+    """Import nibabel with pydicom hidden from it, in this process (a tenth of a second).
+
+    nibabel imports pydicom, where it is installed (the ``dicom`` extra), only to parse DICOM
+    headers embedded in NIfTI extensions, which vertgrade never reads: without it such an
+    extension stays raw bytes, as nibabel keeps every other kind. vertgrade's own DICOM reading
+    and writing import pydicom when they need it, as before. Only the command line does this;
+    a program that imports vertgrade keeps nibabel as it loads it.
+    """
+    if "nibabel" in sys.modules or "pydicom" in sys.modules:
+        return
+    sys.modules["pydicom"] = None  # type: ignore[assignment]  # import pydicom -> ImportError
+    try:
+        import nibabel  # noqa: F401
+    finally:
+        del sys.modules["pydicom"]
 
 
 def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -467,6 +486,7 @@ def grade(
     for path in (input, labels):
         if path is not None:
             prefetch(path)
+    _import_nibabel_without_pydicom()
 
     from vertgrade.segment import SegmentOptions
     from vertgrade.workflow import StudyInputs, grade_to_folder

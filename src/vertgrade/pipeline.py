@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from vertgrade._parallel import default_threads, thread_map
 from vertgrade.alignment import Alignment, AlignmentConfig, alignment_from_endplates
 from vertgrade.config import GradingConfig
 from vertgrade.errors import InputError
@@ -89,6 +90,7 @@ def grade_study(
     *,
     reference: ReferenceEstimator | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
+    threads: int | None = None,
 ) -> SpineResult:
     """Grade every vertebra of a study.
 
@@ -104,7 +106,11 @@ def grade_study(
         :class:`~vertgrade.reference.base.ReferenceContext`. The frames do not depend on it:
         which vertebrae anchor the second-pass frames is decided by the neighbour screen.
     progress : callable, optional
-        Called with a :class:`ProgressEvent` after each vertebra of each stage.
+        Called with a :class:`ProgressEvent` after each vertebra of each stage (in the calling
+        thread).
+    threads : int, optional
+        Vertebrae isolated and measured at once (default: ``VERTGRADE_THREADS``, else the
+        cores this process may use, at most 4). The result is the same for every value.
 
     Returns
     -------
@@ -192,10 +198,16 @@ def grade_study(
         # a label too small for a vertebra is not measured (no body: QC label_too_small)
         return replace(b, body=np.zeros_like(b.body)) if k in small else b
 
-    iso = {}
-    for i, k in enumerate(order):
-        iso[k] = isolate(k)
-        tick("geometry", i + 1, 2 * len(order))
+    n_threads = default_threads() if threads is None else max(1, threads)
+    iso = dict(
+        zip(
+            order,
+            thread_map(
+                isolate, order, n_threads, on_done=lambda i: tick("geometry", i + 1, 2 * len(order))
+            ),
+            strict=True,
+        )
+    )
     off |= set(
         off_curve(
             {k: iso[k].centroid_mm for k in fit0 if iso[k].body.any()},
@@ -207,15 +219,27 @@ def grade_study(
     frames = spine_frames(
         {k: iso[k].centroid_mm for k in order}, fit_labels=fit or None, smoothing_mm=smoothing
     )
-    for i, k in enumerate(order):
-        iso[k] = isolate(k)
-        tick("geometry", len(order) + i + 1, 2 * len(order))
+    iso = dict(
+        zip(
+            order,
+            thread_map(
+                isolate,
+                order,
+                n_threads,
+                on_done=lambda i: tick("geometry", len(order) + i + 1, 2 * len(order)),
+            ),
+            strict=True,
+        )
+    )
     timings["geometry"] = time.perf_counter() - t0
 
     # --- measurement ---------------------------------------------------------------------------
     t1 = time.perf_counter()
-    meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
-    hu = _hu_all(order, vox, iso, study, cfg)
+    # each body's measurement in each frame it is measured in: a later pass re-measures only
+    # the bodies whose frame changed
+    measured_in: dict[int, tuple[LocalFrame, BodyMeasurement]] = {}
+    meas = _measure_all(order, vox, iso, frames, study, cfg, tick, measured_in, n_threads)
+    hu = _hu_all(order, vox, iso, study, cfg, n_threads)
     timings["measure"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     off_bone = _labels_off_bone(order, vox, study, cfg)
@@ -230,13 +254,13 @@ def grade_study(
         deformed = _deformed(measured, screen.estimate(measured), cfg.neighbours.healthy_loss)
         frames = _refined_frames(order, iso, meas, frames, deformed, cfg)
         t3 = time.perf_counter()
-        meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
+        meas = _measure_all(order, vox, iso, frames, study, cfg, tick, measured_in, n_threads)
         # the end vertebrae: the centreline extrapolates there, so their own endplates decide
         for _ in range(cfg.end_axis_iterations):
             frames, moved = _end_frames(order, meas, frames, cfg)
             if not moved:
                 break
-            meas = _measure_all(order, vox, iso, frames, study, cfg, tick)
+            meas = _measure_all(order, vox, iso, frames, study, cfg, tick, measured_in, n_threads)
         timings["measure"] += time.perf_counter() - t3
         flags, primary, measured, cut_faces = _assess(
             order, vox, iso, meas, frames, study, cfg, extra
@@ -321,27 +345,39 @@ def _measure_all(
     study: Study,
     cfg: GradingConfig,
     tick: Callable[[str, int, int], None],
+    measured_in: dict[int, tuple[LocalFrame, BodyMeasurement]],
+    threads: int,
 ) -> dict[int, BodyMeasurement]:
-    """Height maps of every isolated body, CT edges calibrated over the study."""
+    """Height maps of every isolated body, CT edges calibrated over the study.
+
+    ``measured_in`` holds each body's last frame and its measurement there, before the study's
+    calibration; a body whose frame has not changed since is not measured again (the same
+    inputs give the same numbers), and the others' entries are replaced.
+    """
     affine = study.labels.affine
     spacing = study.labels.spacing
     ct = study.ct.array if study.ct is not None else None
-    meas: dict[int, BodyMeasurement] = {}
     ct_margin = np.ceil(cfg.ct_margin_mm / spacing).astype(int)
-    for i, k in enumerate(order):
+    present = [k for k in order if iso[k].body.any()]
+
+    def one(k: int) -> BodyMeasurement:
+        last = measured_in.get(k)
+        if last is not None and _same_frame(last[0], frames[k]):
+            return last[1]
         v, body = vox[k], iso[k].body
-        if not body.any():
-            continue
         ct_crop, ct_off = None, None
         if ct is not None:
             lo = np.maximum(np.array(v.offset) - ct_margin, 0)
             hi = np.minimum(np.array(v.offset) + np.array(body.shape) + ct_margin, ct.shape)
             ct_crop = ct[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
             ct_off = (int(lo[0]), int(lo[1]), int(lo[2]))
-        meas[k] = measure_body(
+        return measure_body(
             body, v.offset, affine, frames[k], ct=ct_crop, ct_offset=ct_off, params=cfg.morphometry
         )
-        tick("measure", i + 1, len(order))
+
+    done = thread_map(one, present, threads, on_done=lambda i: tick("measure", i + 1, len(order)))
+    meas = dict(zip(present, done, strict=True))
+    measured_in.update({k: (frames[k], m) for k, m in meas.items()})
     # the CT edge detector's bias, calibrated over all endplates of the study
     offs = [m.ct_edge_offset_mm for m in meas.values() if m.ct_edge_offset_mm is not None]
     offs = [o for o in offs if all(np.isfinite(o))]
@@ -358,16 +394,23 @@ def _hu_all(
     iso: dict[int, BodyIsolation],
     study: Study,
     cfg: GradingConfig,
+    threads: int,
 ) -> dict[int, float | None]:
     if study.ct is None:
         return dict.fromkeys(order)
     ct = study.ct.array
-    return {
-        k: _trabecular_hu(iso[k].body, ct[vox[k].slices], study.labels.spacing, cfg)
-        if iso[k].body.any()
-        else None
-        for k in order
-    }
+
+    def one(k: int) -> float | None:
+        if not iso[k].body.any():
+            return None
+        return _trabecular_hu(iso[k].body, ct[vox[k].slices], study.labels.spacing, cfg)
+
+    return dict(zip(order, thread_map(one, order, threads), strict=True))
+
+
+def _same_frame(a: LocalFrame, b: LocalFrame) -> bool:
+    pairs = ((a.origin, b.origin), (a.si, b.si), (a.ap, b.ap), (a.lr, b.lr))
+    return all(np.array_equal(x, y) for x, y in pairs)
 
 
 def _pre_flags(
@@ -659,16 +702,22 @@ def _deformed(
 
 
 def _versions() -> dict[str, str]:
+    """The versions that made a result (the modules' own ``__version__``, as their installed
+    metadata gives it, without the cost of reading that metadata)."""
     import platform
-    from importlib import metadata
 
-    out = {"python": platform.python_version()}
-    for pkg in ("vertgrade", "numpy", "scipy", "nibabel"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
+    import nibabel
+    import scipy
+
+    from vertgrade._version import __version__
+
+    return {
+        "python": platform.python_version(),
+        "vertgrade": __version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "nibabel": nibabel.__version__,
+    }
 
 
 def _complete(h: RegionHeights | None) -> bool:

@@ -57,12 +57,11 @@ from vertgrade.segment import (
     run_segmenter,
 )
 from vertgrade.study import Study
-from vertgrade.synthesis.grader import apply_grader, load_grader, write_synthesis_features
-from vertgrade.synthesis.reference import SynthesisReference
 
 if TYPE_CHECKING:
     from vertgrade.synthesis.grader import Grader
     from vertgrade.synthesis.infer import Synthesiser  # imports PyTorch
+    from vertgrade.synthesis.reference import SynthesisReference
 
 __all__ = [
     "GradeOptions",
@@ -199,6 +198,8 @@ def load_models(options: GradeOptions) -> LoadedModels:
     # the grader first: it is plain data, read and checked in milliseconds, before PyTorch and
     # the model are loaded
     if options.grader is not None:
+        from vertgrade.synthesis.grader import load_grader
+
         grader = load_grader(options.grader)
     if options.reference == "synthesis" and options.model is not None:
         from vertgrade.synthesis.infer import Synthesiser  # needs PyTorch: only when asked
@@ -330,11 +331,15 @@ def grade_to_folder(
             "x".join(map(str, study.grid.shape)),
             "x".join(f"{s:.3g}" for s in nib.affines.voxel_sizes(study.grid.affine)),
         )
-        reference = None
+        reference: SynthesisReference | None = None
         if loaded.synthesiser is not None and opts.reference == "synthesis":
+            from vertgrade.synthesis.reference import SynthesisReference
+
             reference = SynthesisReference(loaded.synthesiser)
         result = grade_study(study, opts.config, reference=reference, progress=progress)
         if loaded.grader is not None:
+            from vertgrade.synthesis.grader import apply_grader
+
             result = apply_grader(result, loaded.grader.grade(result), loaded.grader)
     except BaseException as err:
         if work is not None:
@@ -363,6 +368,8 @@ def grade_to_folder(
                 seg = seg.moved(stage / SEGMENTATION_DIR)
                 names += [f"{SEGMENTATION_DIR}/{n}" for n in seg.provenance["files"].values()]
             if reference is not None:
+                from vertgrade.synthesis.grader import write_synthesis_features
+
                 names.append(write_synthesis_features(result, reference, stage).name)
             if opts.report or opts.pdf:
                 from vertgrade.report.html import render_report, save_report

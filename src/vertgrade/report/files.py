@@ -64,10 +64,11 @@ def load_schema() -> dict[str, Any]:
 
 @cache
 def _validator() -> Validator:
-    """The validator of :func:`load_schema`, built (and the schema checked) once per process."""
+    """The validator of :func:`load_schema`, built once per process. The schema itself is not
+    checked against its meta-schema here (a tenth of a second per process): it ships with the
+    package, and the tests check it."""
     schema = load_schema()
     cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
     validator: Validator = cls(schema)
     return validator
 
