@@ -717,3 +717,24 @@ def test_ctrl_c_ends_a_cohort_at_once_with_one_line_and_the_rerun_resumes(
         time.sleep(0.1)
     summary = run_cohort(discover_studies(root), out, workers=2)
     assert set(summary.graded) | set(summary.skipped) == set(GOOD)
+
+
+@pytest.mark.slow
+def test_local_workers_grade_on_one_thread_each(
+    cohort_extra: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker per core already: the per-vertebra threads are off in the workers (unless
+    VERTGRADE_THREADS is set here), and this process's environment is left as it was."""
+    import os
+
+    from vertgrade.cohort.run import _dask_client
+
+    monkeypatch.delenv("VERTGRADE_THREADS", raising=False)
+    with _dask_client(None, 1, 1) as client:
+        seen = client.run(lambda: os.environ.get("VERTGRADE_THREADS"))
+    assert list(seen.values()) == ["1"]
+    assert "VERTGRADE_THREADS" not in os.environ
+    monkeypatch.setenv("VERTGRADE_THREADS", "2")
+    with _dask_client(None, 1, 1) as client:
+        seen = client.run(lambda: os.environ.get("VERTGRADE_THREADS"))
+    assert list(seen.values()) == ["2"]

@@ -569,7 +569,9 @@ def _local_cluster_config() -> Iterator[None]:
     glibc's mmap threshold at 128 KiB: every large array is then mapped and unmapped afresh,
     and grading a study costs about 35 % more CPU time in page faults (measured on phantoms).
     Workers here keep glibc's adaptive default, as a plain ``vertgrade grade`` process does;
-    ``OMP_NUM_THREADS=1`` and its kin stay (one thread per worker). The workers' statistical
+    ``OMP_NUM_THREADS=1`` and its kin stay (one thread per worker), and ``VERTGRADE_THREADS``
+    is 1 unless this process sets it (a worker per core already: per-vertebra threads would
+    only contend). The workers' statistical
     profiler (a thread sampling every 10 ms, for the dashboard) is off, and the event-loop tick
     (20 -> 200 ms) and the nannies' memory checks (100 -> 500 ms) are slower: an idle cluster of
     two workers then takes about 2.5 % of a core instead of 8 % (measured), which matters on a
@@ -583,6 +585,9 @@ def _local_cluster_config() -> Iterator[None]:
         with dask.config.set(
             {
                 "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                "distributed.nanny.pre-spawn-environ.VERTGRADE_THREADS": os.environ.get(
+                    "VERTGRADE_THREADS", "1"
+                ),
                 "distributed.worker.profile.enabled": False,
                 "distributed.admin.tick.interval": "200ms",
                 "distributed.worker.memory.monitor-interval": "500ms",
