@@ -32,7 +32,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
-from vertgrade.report.figures import FONT_PT, _contour, _halo, _window
+from vertgrade.report.figures import _TITLE_Y, FONT_PT, _contour, _fix_ticks, _halo, _window
 from vertgrade.report.reformat import PlaneView, document_centreline, plane_view, sample_world
 from vertgrade.report.style import ALIGNMENT_COLOURS, grade_colour
 from vertgrade.study import Volume
@@ -343,8 +343,8 @@ def alignment_figure(
         _show(ax, view, image, body_img, outline_vol, verts)
     ax_c.set_xlabel("x (mm), patient's right on the left", fontsize=FONT_PT["label"])
     ax_s.set_xlabel("y (mm), anterior on the left", fontsize=FONT_PT["label"])
-    ax_c.set_title(_coronal_title(alignment), fontsize=FONT_PT["title"], loc="left")
-    ax_s.set_title(_sagittal_title(alignment), fontsize=FONT_PT["title"], loc="left")
+    ax_c.set_title(_coronal_title(alignment), fontsize=FONT_PT["title"], loc="left", y=_TITLE_Y)
+    ax_s.set_title(_sagittal_title(alignment), fontsize=FONT_PT["title"], loc="left", y=_TITLE_Y)
 
     drawn: list[EndplateLine] = []
     curves = (alignment.get("coronal") or {}).get("curves") or []
@@ -380,4 +380,5 @@ def alignment_figure(
                 _draw_line(
                     ax_s, sagittal, line, f"{level} {'sup.' if which == 'superior' else 'inf.'}"
                 )
+    _fix_ticks(fig)
     return AlignmentFigure(fig, coronal, sagittal, tuple(drawn), background)

@@ -40,13 +40,14 @@ import datetime
 import json
 import struct
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from html import escape
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jsonschema
 import numpy as np
@@ -60,12 +61,13 @@ from vertgrade.io.files import atomic_path
 from vertgrade.io.load import load_study, load_study_with_series
 from vertgrade.io.memory import is_in_memory_name
 from vertgrade.io.nifti import file_sha256, read_volume
+from vertgrade.report._workers import run_jobs
 from vertgrade.report.alignment import alignment_figure
 from vertgrade.report.figures import (
+    VertebraPanels,
     figure_png,
     overview_figure,
     panel_extent_mm,
-    vertebra_figure,
 )
 from vertgrade.report.files import validate_result
 from vertgrade.report.pdf import REPORT_PDF, html_to_pdf, require_browser
@@ -432,23 +434,19 @@ def render_document(
     params = document["provenance"].get("parameters") or {}
     thresholds = tuple(float(t) for t in params.get("thresholds", GENANT_THRESHOLDS))
     regions = _thirds_params(params)
-    overview = overview_figure(document, ct=ct, bodies=bodies, labels=labels)
-    overview_png = figure_png(overview.figure) if overview is not None else None
-    aligned = alignment_figure(document, ct=ct, bodies=bodies, labels=labels)
-    alignment_png = figure_png(aligned.figure) if aligned is not None else None
-    extent = panel_extent_mm(verts)
-    panels = []
-    for v in verts:
-        vf = vertebra_figure(
-            v,
-            ct=ct,
-            bodies=bodies,
-            labels=labels,
-            extent_mm=extent,
-            thresholds=thresholds,
-            regions=regions,
-        )
-        panels.append(_panel_html(v, figure_png(vf.figure)))
+    volumes = {"ct": ct, "bodies": bodies, "labels": labels}
+    painter = VertebraPanels(
+        **volumes, extent_mm=panel_extent_mm(verts), thresholds=thresholds, regions=regions
+    )
+    # each figure drawn by one job, the jobs shared out over forked processes where that is
+    # safe (vertgrade.report._workers): the same figures, sooner
+    jobs: list[Callable[[], bytes | None]] = [
+        partial(_overview_png, document, **volumes),
+        partial(_alignment_png, document, **volumes),
+        *(partial(painter.png, v) for v in verts),
+    ]
+    overview_png, alignment_png, *panel_pngs = run_jobs(jobs)
+    panels = [_panel_html(v, cast(bytes, png)) for v, png in zip(verts, panel_pngs, strict=True)]
 
     subject = str(document["subject"])
     rim = _fmt(regions.rim_mm, 0)
@@ -490,6 +488,28 @@ def render_document(
     # the template's so that its rules win where both set one
     layout = templates.joinpath(_LAYOUT_CSS).read_text(encoding="utf-8")
     return page.replace("</style>", f"</style>\n<style>\n{layout}</style>", 1)
+
+
+def _overview_png(
+    document: Mapping[str, Any],
+    *,
+    ct: Volume | None,
+    bodies: Volume | None,
+    labels: Volume | None,
+) -> bytes | None:
+    overview = overview_figure(document, ct=ct, bodies=bodies, labels=labels)
+    return figure_png(overview.figure) if overview is not None else None
+
+
+def _alignment_png(
+    document: Mapping[str, Any],
+    *,
+    ct: Volume | None,
+    bodies: Volume | None,
+    labels: Volume | None,
+) -> bytes | None:
+    aligned = alignment_figure(document, ct=ct, bodies=bodies, labels=labels)
+    return figure_png(aligned.figure) if aligned is not None else None
 
 
 def _data_uri(png: bytes) -> str:

@@ -95,20 +95,40 @@ def sample_world(
     shape = np.array(volume.shape)
     array = volume.array
     for start in range(0, flat.shape[0], _CHUNK_POINTS):
-        ijk = flat[start : start + _CHUNK_POINTS] @ inv[:3, :3].T + inv[:3, 3]
-        lo = np.maximum(np.floor(ijk.min(axis=0)).astype(int) - 1, 0)
-        hi = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 2, shape)
+        ijk = _voxel_coords(inv, flat[start : start + _CHUNK_POINTS])
+        lo = np.maximum(np.floor(ijk.min(axis=1)).astype(int) - 1, 0)
+        hi = np.minimum(np.ceil(ijk.max(axis=1)).astype(int) + 2, shape)
         if np.any(hi <= lo):
             continue  # every point outside the volume
         block = array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         if label is not None:
             block = block == label
         block_f = np.ascontiguousarray(block, dtype=np.float32)
-        coords = (ijk - lo).T
-        out[start : start + ijk.shape[0]] = ndimage.map_coordinates(
-            block_f, coords, order=order, mode="constant", cval=cval, prefilter=False
+        ijk -= lo[:, None]
+        out[start : start + ijk.shape[1]] = ndimage.map_coordinates(
+            block_f, ijk, order=order, mode="constant", cval=cval, prefilter=False
         )
     return out.reshape(pts.shape[:-1])
+
+
+def _voxel_coords(
+    inv: NDArray[np.floating[Any]], points: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Voxel coordinates ``(3, N)`` of world points ``(N, 3)`` through an inverse affine.
+
+    Written out per axis rather than as one matrix product: a ``(N, 3) @ (3, 3)`` product wakes
+    BLAS's threads, which then spin on the other cores for a while after it returns, and an
+    ``(N, 3)`` result is slow to reduce along its long axis; ``(3, N)`` is what
+    ``map_coordinates`` takes.
+    """
+    out = np.empty((3, points.shape[0]), dtype=np.float64)
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    for r in range(3):
+        np.multiply(x, inv[r, 0], out=out[r])
+        out[r] += y * inv[r, 1]
+        out[r] += z * inv[r, 2]
+        out[r] += inv[r, 3]
+    return out
 
 
 def frame_from_dict(frame: Mapping[str, Sequence[float]] | None) -> LocalFrame | None:
