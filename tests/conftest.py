@@ -10,6 +10,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# every result.json that any test writes, in this process or in a command it runs, is checked
+# against the schema before it is written (a user's run skips that check: see report/files.py)
+os.environ["VERTGRADE_VALIDATE_OUTPUT"] = "1"
+
 
 def shared_data_dir() -> Path | None:
     """``$VERTGRADE_TEST_DATA`` or ``../shared/data`` beside the repository, if it exists."""

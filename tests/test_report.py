@@ -9,6 +9,7 @@ vertebra that cannot be graded, and a CT moved or changed since grading.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import re
@@ -31,7 +32,13 @@ from vertgrade.geometry.thirds import THIRDS
 from vertgrade.io.load import study_from_arrays
 from vertgrade.phantom import Phantom, make_phantom, write_phantom
 from vertgrade.report.figures import overview_figure, panel_extent_mm, vertebra_figure
-from vertgrade.report.files import load_schema, validate_result, write_result
+from vertgrade.report.files import (
+    VALIDATE_ENV,
+    load_schema,
+    validate_on_write,
+    validate_result,
+    write_result,
+)
 from vertgrade.report.html import (
     REPORT_HTML,
     render_report,
@@ -540,6 +547,43 @@ def test_one_validator_reports_as_jsonschema_does(
 
 def _no_rebuild(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("the result schema's validator was built again")
+
+
+@pytest.mark.parametrize(
+    ("env", "validate", "checked"),
+    [
+        ("1", None, True),
+        ("", None, False),
+        ("0", None, False),
+        ("", True, True),
+        ("yes", False, False),
+    ],
+)
+def test_written_results_are_validated_where_asked(
+    graded: tuple[SpineResult, Study],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str,
+    validate: bool | None,
+    checked: bool,
+) -> None:
+    # a grade the schema does not allow: where validation is asked for, nothing is written
+    first = graded[0].vertebrae[0]
+    bad = dataclasses.replace(graded[0], vertebrae=(dataclasses.replace(first, grade=7),))
+    monkeypatch.setenv(VALIDATE_ENV, env)
+    out = tmp_path / "out"
+    if checked:
+        with pytest.raises(jsonschema.ValidationError, match="7"):
+            write_result(bad, out, validate=validate)
+        assert not out.exists() or not any(out.iterdir())
+    else:
+        write_result(bad, out, validate=validate)
+        assert json.loads((out / "result.json").read_text())["vertebrae"][0]["grade"] == 7
+
+
+def test_the_tests_validate_every_result_they_write() -> None:
+    # set by conftest.py for this process and every command the tests run
+    assert validate_on_write()
 
 
 def test_schema_ships_in_its_folder() -> None:

@@ -27,6 +27,7 @@ unlike a single slice, they use the whole footprint.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -36,7 +37,7 @@ from scipy import ndimage
 
 from vertgrade.config import MorphometryParams
 from vertgrade.geometry.frames import LocalFrame
-from vertgrade.geometry.sampling import LocalGrid, sample, voxels_to_local
+from vertgrade.geometry.sampling import LocalGrid, sample, sample_points, voxels_to_local
 from vertgrade.geometry.thirds import THIRDS, FootprintThirds, footprint_thirds
 
 __all__ = [
@@ -164,7 +165,7 @@ def height_map_from_profiles(
 
 
 def _refine_edges(
-    ct: NDArray[np.floating],
+    ct_at: Callable[[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]], NDArray[np.floating]],
     si_mm: NDArray[np.float64],
     top: NDArray[np.float64],
     bottom: NDArray[np.float64],
@@ -172,28 +173,62 @@ def _refine_edges(
     params: MorphometryParams,
     min_gradient: float,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """CT-refined endplates: steepest disc -> bone rise near each mask endplate."""
-    step = float(si_mm[1] - si_mm[0])
-    grad = np.gradient(ct.astype(np.float64), step, axis=0)
-    s = si_mm[:, None, None]
+    """CT-refined endplates: steepest disc -> bone rise near each mask endplate.
 
-    def locate(sign: float, centre: NDArray[np.float64], lo_off: float, hi_off: float):
-        window = (s >= (centre - lo_off)[None]) & (s <= (centre + hi_off)[None])
-        score = np.where(window, sign * grad, -np.inf)
-        k = np.argmax(score, axis=0)
-        best = np.take_along_axis(score, k[None], axis=0)[0]
-        km = np.clip(k - 1, 0, len(si_mm) - 1)
-        kp = np.clip(k + 1, 0, len(si_mm) - 1)
-        g0 = np.take_along_axis(sign * grad, km[None], axis=0)[0]
+    ``ct_at(si, ap, lr)`` gives the CT at grid indices (broadcast); only a band of rows around
+    each footprint column's search window is read. The result is that of the same search on
+    the whole grid: the gradient along ``si`` is :func:`numpy.gradient`'s (central differences,
+    one-sided at the grid's ends), and the band holds every row of the window, the rows beside
+    it and their neighbours.
+    """
+    n = len(si_mm)
+    step = float(si_mm[1] - si_mm[0])
+    a_idx, l_idx = np.nonzero(fp)
+    cols = (a_idx[:, None], l_idx[:, None])
+
+    def locate(sign: float, centre_map: NDArray[np.float64], lo_off: float, hi_off: float):
+        out = np.full(fp.shape, np.nan)
+        if a_idx.size == 0:
+            return out
+        centre = centre_map[a_idx, l_idx][:, None]
+        # the window's rows, one beside it on each side (the parabola through the peak) and
+        # their neighbours (the gradient), with a row of slack for rounding
+        length = int(np.ceil((lo_off + hi_off) / step)) + 8
+        if n <= length:
+            rows = np.broadcast_to(np.arange(n), (a_idx.size, n))
+        else:
+            first = np.floor((centre[:, 0] - lo_off - si_mm[0]) / step).astype(np.intp) - 4
+            rows = np.clip(first, 0, n - length)[:, None] + np.arange(length)
+        v = ct_at(rows, *cols).astype(np.float64)
+        grad = np.empty_like(v)
+        grad[:, 1:-1] = (v[:, 2:] - v[:, :-2]) / (2.0 * step)
+        grad[:, 0] = (v[:, 1] - v[:, 0]) / step
+        grad[:, -1] = (v[:, -1] - v[:, -2]) / step
+        # a band's end rows have their gradient only where they are the grid's end rows
+        known = np.ones(v.shape, bool)
+        known[:, 0] = rows[:, 0] == 0
+        known[:, -1] = rows[:, -1] == n - 1
+        s = si_mm[rows]
+        window = known & (s >= centre - lo_off) & (s <= centre + hi_off)
+        signed = sign * grad
+        score = np.where(window, signed, -np.inf)
+        p = np.argmax(score, axis=1)[:, None]
+        best = np.take_along_axis(score, p, axis=1)[:, 0]
+        k = np.take_along_axis(rows, p, axis=1)
+        # the rows beside the peak (the peak itself at the grid's ends)
+        pm = np.clip(np.where(k > 0, p - 1, p), 0, v.shape[1] - 1)
+        pp = np.clip(np.where(k < n - 1, p + 1, p), 0, v.shape[1] - 1)
+        g0 = np.take_along_axis(signed, pm, axis=1)[:, 0]
         g1 = best
-        g2 = np.take_along_axis(sign * grad, kp[None], axis=0)[0]
+        g2 = np.take_along_axis(signed, pp, axis=1)[:, 0]
         denom = g0 - 2 * g1 + g2
         with np.errstate(invalid="ignore", divide="ignore"):
             delta = np.where(np.abs(denom) > 1e-9, 0.5 * (g0 - g2) / denom, 0.0)
         delta = np.clip(np.nan_to_num(delta), -0.5, 0.5)
-        pos = si_mm[k] + delta * step
-        ok = fp & np.isfinite(best) & (best >= min_gradient)
-        return np.where(ok, pos, np.nan)
+        pos = si_mm[k[:, 0]] + delta * step
+        ok = np.isfinite(best) & (best >= min_gradient)
+        out[a_idx, l_idx] = np.where(ok, pos, np.nan)
+        return out
 
     # superior endplate: disc above, bone below -> intensity falls with si (sign -1)
     top_ct = locate(-1.0, np.nan_to_num(top), params.ct_search_in_mm, params.ct_search_out_mm)
@@ -526,9 +561,17 @@ def measure_body(
     raw_edges: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
     offsets = (0.0, 0.0)
     if ct is not None:
-        ct_vals = sample(ct, affine, grid, offset=ct_offset or offset, order=1, cval=-1000.0)
+        ct32 = ct if ct.dtype == np.float32 else ct.astype(np.float32)
+        ct_off = ct_offset or offset
+
+        def ct_at(
+            si: NDArray[np.intp], ap: NDArray[np.intp], lr: NDArray[np.intp]
+        ) -> NDArray[np.float32]:
+            # the CT is read only around the endplates (a sixth of the grid)
+            return sample_points(ct32, affine, grid, (si, ap, lr), offset=ct_off, cval=-1000.0)
+
         min_grad = params.ct_min_gradient_hu_per_mm / max(1.0, along)
-        top_ct, bottom_ct = _refine_edges(ct_vals, grid.si, top, bottom, fp, params, min_grad)
+        top_ct, bottom_ct = _refine_edges(ct_at, grid.si, top, bottom, fp, params, min_grad)
         offsets = (
             _mean_offset(top_ct - top, regions.body),
             _mean_offset(bottom_ct - bottom, regions.body),

@@ -2,7 +2,7 @@
 
 A :class:`LocalGrid` is a regular grid of points in a vertebra's
 :class:`~vertgrade.geometry.frames.LocalFrame`, axes ``(si, ap, lr)`` in mm; :func:`sample`
-interpolates a (cropped) voxel array at those points.
+interpolates a (cropped) voxel array at those points, and :func:`sample_points` at some of them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from scipy import ndimage
 
 from vertgrade.geometry.frames import LocalFrame
 
-__all__ = ["LocalGrid", "sample", "voxels_to_local"]
+__all__ = ["LocalGrid", "sample", "sample_points", "voxels_to_local"]
 
 
 @dataclass(frozen=True)
@@ -99,19 +99,12 @@ def sample(
     -------
     (S, A, L) float32 ndarray
     """
-    inv = np.linalg.inv(affine)
-    lin = inv[:3, :3]
-    f = grid.frame
-    base = lin @ f.origin + inv[:3, 3] - np.asarray(offset, dtype=float)
-    dsi, dap, dlr = lin @ f.si, lin @ f.ap, lin @ f.lr
     src = array if array.dtype == np.float32 else array.astype(np.float32)
-    found = [_step(axis) for axis in (grid.si, grid.ap, grid.lr)]
-    steps = [st for st in found if st is not None]
-    if len(steps) == 3:
+    index_map = _index_map(affine, grid, offset)
+    if index_map is not None:
         # evenly spaced axes (every grid vertgrade makes): one affine map from output index to
         # input index, with no (3, S, A, L) coordinate array to build and read
-        matrix = np.stack([d * st for d, st in zip((dsi, dap, dlr), steps, strict=True)], axis=1)
-        start = base + dsi * grid.si[0] + dap * grid.ap[0] + dlr * grid.lr[0]
+        matrix, start = index_map
         out = ndimage.affine_transform(
             src,
             matrix,
@@ -123,6 +116,7 @@ def sample(
             prefilter=False,
         )
         return out.astype(np.float32, copy=False)
+    base, dsi, dap, dlr = _world_map(affine, grid, offset)
     coords = (
         base[:, None, None, None]
         + dsi[:, None, None, None] * grid.si[None, :, None, None]
@@ -133,6 +127,89 @@ def sample(
         src, coords, order=order, mode="constant", cval=cval, prefilter=False
     )
     return out.astype(np.float32, copy=False)
+
+
+def sample_points(
+    array: NDArray[np.generic],
+    affine: NDArray[np.float64],
+    grid: LocalGrid,
+    index: tuple[NDArray[np.integer], NDArray[np.integer], NDArray[np.integer]],
+    *,
+    offset: tuple[int, int, int] = (0, 0, 0),
+    order: int = 1,
+    cval: float = 0.0,
+) -> NDArray[np.float32]:
+    """Interpolate ``array`` at some points of ``grid``, given by their grid indices.
+
+    The values are those of :func:`sample` at the same points, to the last bit: each point's
+    input coordinate is computed from its grid index with the same operations, in the same
+    order, as :func:`scipy.ndimage.affine_transform` computes it for the whole grid (a test
+    checks this). So a search that reads only some of a grid's points, such as bands around
+    the endplates, finds what it would find on the whole grid.
+
+    Parameters
+    ----------
+    array, affine, grid, offset, order, cval
+        As for :func:`sample`.
+    index : tuple of three int arrays
+        Grid indices along ``si``, ``ap`` and ``lr``, broadcast against each other.
+
+    Returns
+    -------
+    float32 ndarray
+        The broadcast shape of the indices.
+    """
+    src = array if array.dtype == np.float32 else array.astype(np.float32)
+    idx = np.broadcast_arrays(*(np.asarray(i) for i in index))
+    shape = idx[0].shape
+    flat = [i.ravel().astype(np.float64) for i in idx]
+    index_map = _index_map(affine, grid, offset)
+    coords = np.empty((3, flat[0].size))
+    if index_map is not None:
+        matrix, start = index_map
+        for h in range(3):
+            # shift, then + index * matrix term by term: affine_transform's own accumulation
+            t = start[h] + flat[0] * matrix[h, 0]
+            t += flat[1] * matrix[h, 1]
+            t += flat[2] * matrix[h, 2]
+            coords[h] = t
+    else:
+        base, dsi, dap, dlr = _world_map(affine, grid, offset)
+        si, ap, lr = grid.si[idx[0].ravel()], grid.ap[idx[1].ravel()], grid.lr[idx[2].ravel()]
+        for h in range(3):
+            coords[h] = base[h] + dsi[h] * si + dap[h] * ap + dlr[h] * lr
+    out = np.empty(flat[0].size, np.float32)
+    ndimage.map_coordinates(
+        src, coords, output=out, order=order, mode="constant", cval=cval, prefilter=False
+    )
+    return out.reshape(shape)
+
+
+def _world_map(
+    affine: NDArray[np.float64], grid: LocalGrid, offset: tuple[int, int, int]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Input index of the frame's origin, and the input index steps of one mm along each
+    local axis."""
+    inv = np.linalg.inv(affine)
+    lin = inv[:3, :3]
+    f = grid.frame
+    base = lin @ f.origin + inv[:3, 3] - np.asarray(offset, dtype=float)
+    return base, lin @ f.si, lin @ f.ap, lin @ f.lr
+
+
+def _index_map(
+    affine: NDArray[np.float64], grid: LocalGrid, offset: tuple[int, int, int]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]] | None:
+    """Grid index -> input index as ``matrix @ index + start``, for evenly spaced axes; else
+    ``None``."""
+    found = [_step(axis) for axis in (grid.si, grid.ap, grid.lr)]
+    steps = [st for st in found if st is not None]
+    if len(steps) != 3:
+        return None
+    base, dsi, dap, dlr = _world_map(affine, grid, offset)
+    matrix = np.stack([d * st for d, st in zip((dsi, dap, dlr), steps, strict=True)], axis=1)
+    start = base + dsi * grid.si[0] + dap * grid.ap[0] + dlr * grid.lr[0]
+    return matrix, start
 
 
 def _step(axis: NDArray[np.float64]) -> float | None:

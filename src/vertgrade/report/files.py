@@ -5,9 +5,13 @@ All files are first written into a hidden staging folder beside their destinatio
 moved into place, each with an atomic rename: an interrupted run leaves no half-written file,
 and an existing result folder is never touched without ``force``.
 
-``result.json`` is validated before it is written against the JSON schema
-``vertgrade/report/schema/result.schema.json`` (:func:`load_schema`), with one validator built
-the first time it is needed and reused for every document after that.
+``result.json`` follows the JSON schema ``vertgrade/report/schema/result.schema.json``
+(:func:`load_schema`); :func:`validate_result` checks a document against it, with one validator
+built the first time it is needed and reused after that. The documents vertgrade writes are
+checked by its tests (which set ``VERTGRADE_VALIDATE_OUTPUT=1``, so that every result any test
+writes is validated before it is written); a user's run does not check them again unless that
+variable is set or ``write_result(..., validate=True)`` asks for it: importing jsonschema and
+checking a document takes about 0.17 s, a tenth of grading a small CT.
 
 Examples
 --------
@@ -27,20 +31,31 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import jsonschema
-from jsonschema.protocols import Validator
+from typing import TYPE_CHECKING, Any
 
 from vertgrade.alignment import ALIGNMENT_COLUMNS
 from vertgrade.io.files import check_output_dir, staged_files
 from vertgrade.io.nifti import save_nifti
 from vertgrade.result import CSV_COLUMNS, SpineResult
 
-__all__ = ["OUTPUT_FILES", "load_schema", "validate_result", "write_result"]
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
+__all__ = [
+    "OUTPUT_FILES",
+    "VALIDATE_ENV",
+    "load_schema",
+    "validate_on_write",
+    "validate_result",
+    "write_result",
+]
+
+#: Set to 1 (or true / yes) to validate every ``result.json`` before it is written.
+VALIDATE_ENV = "VERTGRADE_VALIDATE_OUTPUT"
 
 #: The files a result folder holds.
 OUTPUT_FILES = ("result.json", "vertebrae.csv", "alignment.csv", "bodies.nii.gz")
@@ -67,6 +82,8 @@ def _validator() -> Validator:
     """The validator of :func:`load_schema`, built once per process. The schema itself is not
     checked against its meta-schema here (a tenth of a second per process): it ships with the
     package, and the tests check it."""
+    import jsonschema
+
     schema = load_schema()
     cls = jsonschema.validators.validator_for(schema)
     validator: Validator = cls(schema)
@@ -87,6 +104,8 @@ def validate_result(document: dict[str, Any]) -> None:
         The document does not follow the schema; the error is the most relevant one
         (``jsonschema.exceptions.best_match``), as :func:`jsonschema.validate` reports it.
     """
+    import jsonschema
+
     error = jsonschema.exceptions.best_match(_validator().iter_errors(document))
     if error is not None:
         raise error
@@ -124,7 +143,18 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def write_result(result: SpineResult, out_dir: str | Path, *, force: bool = False) -> list[Path]:
+def validate_on_write() -> bool:
+    """Whether :data:`VALIDATE_ENV` asks for every written ``result.json`` to be validated."""
+    return os.environ.get(VALIDATE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def write_result(
+    result: SpineResult,
+    out_dir: str | Path,
+    *,
+    force: bool = False,
+    validate: bool | None = None,
+) -> list[Path]:
     """Write the result folder.
 
     ``bodies.nii.gz`` holds the isolated bodies labelled by vertebra, on the input CT's grid
@@ -139,6 +169,9 @@ def write_result(result: SpineResult, out_dir: str | Path, *, force: bool = Fals
         The result folder (created if missing).
     force : bool
         Overwrite the files of an existing result folder.
+    validate : bool, optional
+        Check ``result.json`` against the schema before anything is written (default: where
+        :data:`VALIDATE_ENV` asks for it, see :func:`validate_on_write`).
 
     Returns
     -------
@@ -150,11 +183,12 @@ def write_result(result: SpineResult, out_dir: str | Path, *, force: bool = Fals
     OutputError
         The folder exists and is not empty (without ``force``), or is a file.
     jsonschema.ValidationError
-        The result does not follow the schema (nothing is written then).
+        Validating, the result does not follow the schema (nothing is written then).
     """
     out = check_output_dir(out_dir, force=force)
     document = result.to_dict()
-    validate_result(document)
+    if validate_on_write() if validate is None else validate:
+        validate_result(document)
     with staged_files(out, OUTPUT_FILES) as staging:
         (staging / "result.json").write_text(
             json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8"
