@@ -60,16 +60,18 @@ def _help_types() -> None:
 
     Typer 0.29 prints every option's Python type beside it in ``--help``: a flag reads
     ``--force <bool>``, as if it took a value, and a list argument ``<list[Path]>``. A flag takes
-    no value, so no type is shown for it, and a list reads ``<path>...``.
+    no value, so no type is shown for it, and a list reads ``<path>...``. Earlier typer shows
+    neither (vertgrade requires typer < 0.29 for its start-up time; this keeps ``--help`` right
+    where 0.29 is installed all the same).
     """
     import re
 
     from typer.core import TyperArgument, TyperOption
 
     for cls in (TyperOption, TyperArgument):
-        original = cls.display_type_rich
-        if getattr(original, "_vertgrade", False):
-            continue
+        original = getattr(cls, "display_type_rich", None)
+        if original is None or getattr(original, "_vertgrade", False):
+            continue  # typer < 0.29 shows no Python types; or patched already
 
         def display_type_rich(self: Any, ctx: Any, _original: Any = original) -> str | None:
             if getattr(self, "is_flag", False) and not getattr(self, "metavar", None):
@@ -80,7 +82,7 @@ def _help_types() -> None:
             return shown if isinstance(shown, str) or shown is None else str(shown)
 
         display_type_rich._vertgrade = True  # type: ignore[attr-defined]
-        cls.display_type_rich = display_type_rich  # type: ignore[method-assign]
+        setattr(cls, "display_type_rich", display_type_rich)  # noqa: B010 (absent before 0.29)
 
 
 _help_types()
