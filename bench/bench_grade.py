@@ -177,17 +177,23 @@ def bench_peer(ct: Path, labels: Path, peer_python: str, repeat: int) -> dict[st
     grade += ["-o", str(out / "r"), "--force", "-q"]
     peer = [peer_python, str(PEER_SCRIPT), str(ct), str(labels), str(out / "peer.json")]
     runs: dict[str, list[float]] = {"floor": [], "grade": [], "peer": [], "rss": [], "peer_rss": []}
-    for _ in range(repeat):
+    for i in range(repeat):
         runs["floor"].append(timed([sys.executable, "-c", FLOOR, str(ct), str(labels)])[0])
-        w, m = timed(grade)
-        runs["grade"].append(w)
-        runs["rss"].append(m)
-        w, m = timed(peer)
-        runs["peer"].append(w)
-        runs["peer_rss"].append(m)
+        # each pair in turn order, so that neither side always runs on a warmer machine
+        for side in ("grade", "peer") if i % 2 == 0 else ("peer", "grade"):
+            w, m = timed(grade if side == "grade" else peer)
+            runs[side].append(w)
+            runs["rss" if side == "grade" else "peer_rss"].append(m)
     shutil.rmtree(out, ignore_errors=True)
     fig = {k: statistics.median(v) for k, v in runs.items() if k in ("floor", "grade", "peer")}
-    return fig | {"rss_mb": max(runs["rss"]), "peer_rss_mb": max(runs["peer_rss"])}
+    # the machine's speed drifts between runs; a pair, run back to back, shares the drift
+    pairs = [g / p for g, p in zip(runs["grade"], runs["peer"], strict=True)]
+    return fig | {
+        "rss_mb": max(runs["rss"]),
+        "peer_rss_mb": max(runs["peer_rss"]),
+        "pair_ratio": statistics.median(pairs),
+        "pairs_faster": sum(r < 1 for r in pairs) / len(pairs),
+    }
 
 
 def compile_package() -> None:
@@ -230,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         peer_mb = fig["peer_rss_mb"]
         print(f"{'peer (spine report)':38s} {fig['peer']:6.2f} s   peak {peer_mb:.0f} MB")
         print(f"{'vertgrade / peer':38s} {fig['grade'] / fig['peer']:6.2f} x")
+        print(
+            f"{'vertgrade / peer, median of pairs':38s} {fig['pair_ratio']:6.2f} x   "
+            f"(vertgrade faster in {fig['pairs_faster']:.0%} of pairs)"
+        )
         return 0
 
     if args.scaling:

@@ -114,6 +114,23 @@ def test_progress_bar_reports_each_stage(
     assert last_measure == 3
 
 
+def test_a_terminal_progress_bar_runs_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar is redrawn on each update, so no refresh thread keeps the report's figures from
+    being drawn on forked workers (report/_workers.py forks only with one thread)."""
+    import io
+    import threading
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "_err", Console(file=screen, force_terminal=True, width=80))
+    before = threading.active_count()
+    with cli._progress_bar("grading") as update:
+        update(2, 5, "measuring the bodies")
+        assert threading.active_count() == before
+    assert "measuring the bodies" in screen.getvalue() and "2/5" in screen.getvalue()
+
+
 def test_completion_is_offered() -> None:
     res = runner.invoke(app, ["--help"])
     assert "--install-completion" in res.stdout and "--show-completion" in res.stdout

@@ -177,7 +177,8 @@ def _progress_bar(description: str, *, quiet: bool = False) -> Iterator[Callable
     """A progress bar on stderr for one long step; yields ``update(done, total, text)``.
 
     Drawn only where stderr is a terminal and the command is not quiet; it disappears when the
-    step ends.
+    step ends. It is redrawn on each update, not by a refresh thread: with no thread but the
+    main one, the report's figures can be drawn on forked workers (``report/_workers.py``).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -189,11 +190,14 @@ def _progress_bar(description: str, *, quiet: bool = False) -> Iterator[Callable
         console=_err,
         transient=True,
         disable=not shown,
+        auto_refresh=False,
     ) as bar:
         task = bar.add_task(description, total=None)
+        bar.refresh()
 
         def update(done: float, total: float | None, text: str | None = None) -> None:
             bar.update(task, completed=done, total=total, description=text or description)
+            bar.refresh()
 
         yield update
 
