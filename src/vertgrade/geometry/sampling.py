@@ -160,29 +160,29 @@ def sample_points(
         The broadcast shape of the indices.
     """
     src = array if array.dtype == np.float32 else array.astype(np.float32)
-    idx = np.broadcast_arrays(*(np.asarray(i) for i in index))
-    shape = idx[0].shape
-    flat = [i.ravel().astype(np.float64) for i in idx]
+    idx = [np.asarray(i) for i in index]
+    shape = np.broadcast_shapes(*(i.shape for i in idx))
+    coords = np.empty((3, *shape))
     index_map = _index_map(affine, grid, offset)
-    coords = np.empty((3, flat[0].size))
     if index_map is not None:
         matrix, start = index_map
         for h in range(3):
-            # shift, then + index * matrix term by term: affine_transform's own accumulation
-            t = start[h] + flat[0] * matrix[h, 0]
-            t += flat[1] * matrix[h, 1]
-            t += flat[2] * matrix[h, 2]
-            coords[h] = t
+            # start + index * matrix, term by term: affine_transform's own accumulation (each
+            # term broadcast from its own index array, so the sums are the same numbers)
+            t = coords[h]
+            t[...] = start[h] + idx[0] * matrix[h, 0]
+            t += idx[1] * matrix[h, 1]
+            t += idx[2] * matrix[h, 2]
     else:
         base, dsi, dap, dlr = _world_map(affine, grid, offset)
-        si, ap, lr = grid.si[idx[0].ravel()], grid.ap[idx[1].ravel()], grid.lr[idx[2].ravel()]
+        si, ap, lr = grid.si[idx[0]], grid.ap[idx[1]], grid.lr[idx[2]]
         for h in range(3):
             coords[h] = base[h] + dsi[h] * si + dap[h] * ap + dlr[h] * lr
-    out = np.empty(flat[0].size, np.float32)
+    out = np.empty(shape, np.float32)
     ndimage.map_coordinates(
         src, coords, output=out, order=order, mode="constant", cval=cval, prefilter=False
     )
-    return out.reshape(shape)
+    return out
 
 
 def _world_map(
