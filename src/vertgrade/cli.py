@@ -96,6 +96,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 _out = Console()
 _err = Console(stderr=True)
