@@ -1,6 +1,6 @@
 """The outputs of a graded study, each from the result as ``result.json`` holds it.
 
-- :mod:`~vertgrade.report.files`: the result folder (``result.json`` validated against
+- :mod:`~vertgrade.report.files`: the result folder (``result.json``, which follows
   ``schema/result.schema.json``, ``vertebrae.csv``, ``alignment.csv``, ``bodies.nii.gz``);
 - :mod:`~vertgrade.report.style`: the grade colours, the CT window and the other fixed colours;
 - :mod:`~vertgrade.report.reformat`: where the images are sampled (curved and planar reformats);
