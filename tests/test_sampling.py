@@ -54,6 +54,20 @@ def test_points_are_the_whole_grid_values_to_the_last_bit(
     assert (whole == -1000.0).any()
 
 
+def test_points_of_an_uneven_grid_are_its_values_too() -> None:
+    rng = np.random.default_rng(11)
+    array = rng.normal(size=(30, 30, 30)).astype(np.float32)
+    affine = _affine((1.2, 1.0, 2.0), flip=True)
+    centre = affine[:3, :3] @ np.array([15.0, 15.0, 15.0]) + affine[:3, 3]
+    frame = LocalFrame.from_axes(centre, si=[0.1, 0.2, 1.0])
+    grid = LocalGrid(
+        frame, np.cumsum(rng.uniform(0.3, 1.0, 40)) - 15, np.linspace(-9, 9, 19), np.arange(-8.0, 8)
+    )
+    whole = sample(array, affine, grid)
+    i, a, lr = (rng.integers(0, n, size=(50, 3)) for n in grid.shape)
+    assert np.array_equal(sample_points(array, affine, grid, (i, a, lr)), whole[i, a, lr])
+
+
 def _whole_grid_search(
     ct: NDArray[np.float64],
     si: NDArray[np.float64],
